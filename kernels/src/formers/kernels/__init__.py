@@ -1,0 +1,1 @@
+"""Attention kernels behind ``formers.core.attention``; imports nothing else of formers."""

@@ -1,0 +1,1 @@
+"""Shared layers, attention dispatch, model registry and training spine of formers."""

@@ -1,0 +1,1 @@
+"""formers.graph: Graph transformers (Dwivedi & Bresson Graph Transformer, Graphormer) on the formers core."""

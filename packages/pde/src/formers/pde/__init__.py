@@ -1,0 +1,1 @@
+"""formers.pde: Neural-operator transformers for PDEs (FactFormer, Galerkin/Fourier transformer, GNOT) on the formers core."""

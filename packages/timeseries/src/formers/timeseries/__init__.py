@@ -1,0 +1,1 @@
+"""formers.timeseries: Time-series forecasting transformers (Informer, Autoformer, iTransformer) on the formers core."""
