@@ -1,0 +1,204 @@
+"""``attention()``: one entry point for scaled dot-product attention with pluggable backends.
+
+Shapes (every backend)::
+
+    q: (batch, heads, len_q, head_dim)      k: (batch, heads, len_k, head_dim)      v: (batch, heads, len_k, head_dim_v)
+    attn_bias: float, broadcastable to (batch, heads, len_q, len_k)
+    key_padding_mask: bool (batch, len_k), True = padding key, ignored
+    out: (batch, heads, len_q, head_dim_v)
+
+Mask semantics are defined once in :mod:`formers.kernels.masks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from formers.core.attention.backends import (
+    AttentionCall,
+    BackendUnavailableError,
+    all_backends,
+    get_backend,
+    select_backend,
+)
+
+__all__ = [
+    "attention",
+    "use_backend",
+    "mask_to_bias",
+    "BackendInfo",
+    "BackendUnavailableError",
+    "list_backends",
+    "available_backends",
+]
+
+_forced_backend: ContextVar[str | None] = ContextVar("formers_attention_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Route every ``backend="auto"`` call inside the block to ``name`` (e.g. run a whole model on the oracle)."""
+    if name != "auto":
+        get_backend(name)  # unknown names fail here, not at the first attention call
+    token = _forced_backend.set(None if name == "auto" else name)
+    try:
+        yield
+    finally:
+        _forced_backend.reset(token)
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    attn_bias: Tensor | None = None,
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Scaled dot-product attention ``softmax(q kᵀ · scale + bias) v`` on ``(batch, heads, len, head_dim)`` tensors.
+
+    Args:
+        q, k, v: query, key and value; ``k`` and ``v`` share their length, ``q`` and ``k`` their head_dim.
+        attn_bias: additive float bias broadcastable to ``(batch, heads, len_q, len_k)`` (``-inf`` removes a key).
+        causal: query ``i`` sees keys ``j <= i + len_k - len_q`` (bottom-right aligned).
+        key_padding_mask: bool ``(batch, len_k)``; ``True`` marks padding keys to ignore.
+        dropout_p: dropout on the attention probabilities; pass ``0.0`` in eval (modules do this for you).
+        scale: score scale, default ``head_dim ** -0.5``.
+        backend: ``"auto"`` (fastest backend that can serve the call) or a name from :func:`available_backends`.
+            A forced backend that cannot serve the call raises :class:`BackendUnavailableError` saying why.
+
+    Returns:
+        ``(batch, heads, len_q, head_dim_v)`` in the dtype of ``v``. A query that sees no key yields zeros.
+    """
+    call = _validate(q, k, v, attn_bias, causal, key_padding_mask, dropout_p)
+    name = _forced_backend.get() if backend == "auto" else backend
+    if name is None:
+        impl = select_backend(call)
+    else:
+        impl = get_backend(name)
+        reason = impl.refusal(call)
+        if reason is not None:
+            raise BackendUnavailableError(f"attention backend {name!r} cannot serve this call: {reason}")
+    return impl.kernel(q, k, v, attn_bias, causal, key_padding_mask, dropout_p, scale)
+
+
+def _validate(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_bias: Tensor | None,
+    causal: bool,
+    key_padding_mask: Tensor | None,
+    dropout_p: float,
+) -> AttentionCall:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(
+                f"attention: {name} must have rank 4 (batch, heads, length, head_dim), got shape {tuple(t.shape)}"
+            )
+        if not t.is_floating_point():
+            raise TypeError(f"attention: {name} must be a floating tensor, got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"attention: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"attention: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    batch, heads, len_q, head_dim = q.shape
+    if k.shape[:2] != (batch, heads) or v.shape[:2] != (batch, heads):
+        raise ValueError(
+            "attention: q, k, v must share (batch, heads), got "
+            f"{tuple(q.shape[:2])}, {tuple(k.shape[:2])}, {tuple(v.shape[:2])}"
+        )
+    if k.shape[-1] != head_dim:
+        raise ValueError(f"attention: q and k head_dim differ: {head_dim} vs {k.shape[-1]}")
+    len_k = k.shape[-2]
+    if v.shape[-2] != len_k:
+        raise ValueError(f"attention: k and v lengths differ: {len_k} vs {v.shape[-2]}")
+    if attn_bias is not None:
+        _check_mask_tensor("attn_bias", attn_bias, q, want_bool=False)
+        try:
+            shape = torch.broadcast_shapes(attn_bias.shape, (batch, heads, len_q, len_k))
+        except RuntimeError:
+            shape = None
+        if shape != (batch, heads, len_q, len_k):
+            raise ValueError(
+                f"attention: attn_bias of shape {tuple(attn_bias.shape)} does not broadcast to "
+                f"(batch, heads, len_q, len_k) = {(batch, heads, len_q, len_k)}"
+            )
+    if key_padding_mask is not None:
+        _check_mask_tensor("key_padding_mask", key_padding_mask, q, want_bool=True)
+        if key_padding_mask.shape != (batch, len_k):
+            raise ValueError(
+                f"attention: key_padding_mask must have shape (batch, len_k) = {(batch, len_k)}, "
+                f"got {tuple(key_padding_mask.shape)}"
+            )
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
+    return AttentionCall(
+        device_type=q.device.type,
+        dtype=q.dtype,
+        len_q=len_q,
+        len_k=len_k,
+        head_dim=head_dim,
+        has_bias=attn_bias is not None,
+        causal=causal,
+        has_padding=key_padding_mask is not None,
+        dropout=dropout_p > 0.0,
+        needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
+    )
+
+
+def _check_mask_tensor(name: str, mask: Tensor, q: Tensor, *, want_bool: bool) -> None:
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.device != q.device:
+        raise ValueError(f"attention: {name} is on {mask.device} but q is on {q.device}")
+    if want_bool and mask.dtype != torch.bool:
+        raise TypeError(f"attention: {name} must be torch.bool (True = padding), got {mask.dtype}")
+    if not want_bool and not mask.is_floating_point():
+        hint = (
+            " (convert a boolean keep-mask with formers.core.attention.mask_to_bias)"
+            if mask.dtype == torch.bool
+            else ""
+        )
+        raise TypeError(f"attention: {name} must be a floating tensor, got {mask.dtype}{hint}")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    available: bool
+    reason: str | None
+    description: str
+
+
+def list_backends() -> list[BackendInfo]:
+    """Every registered backend, whether it can run on this machine, and why not."""
+    infos = []
+    for b in all_backends():
+        reason = b.unavailable()
+        infos.append(BackendInfo(b.name, reason is None, reason, b.description))
+    return infos
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run on this machine (for some device)."""
+    return [info.name for info in list_backends() if info.available]
+
+
+def mask_to_bias(keep: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Turn a boolean keep-mask (``True`` = attend) into an additive bias (0 / ``-inf``)."""
+    if keep.dtype != torch.bool:
+        raise TypeError(f"mask_to_bias: expected a torch.bool mask, got {keep.dtype}")
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float("-inf"))

@@ -1,0 +1,143 @@
+"""The attention backends and how ``backend="auto"`` chooses between them.
+
+A backend is a kernel from :mod:`formers.kernels` plus two questions it answers: can it run on this machine at all
+(:attr:`AttentionBackend.unavailable`), and can it serve this particular call (:attr:`AttentionBackend.rejects`).
+Both return ``None`` for yes and a human-readable reason for no; the reasons are what a forced backend raises and
+what ``python -m formers.core.attention`` lists. New kernels join with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from formers.kernels.reference import reference_attention
+from formers.kernels.sdpa import sdpa_attention
+from formers.kernels.xformers_ops import xformers_attention, xformers_unavailable_reason
+
+__all__ = ["AttentionCall", "AttentionBackend", "BackendUnavailableError", "register_backend", "get_backend"]
+
+
+class BackendUnavailableError(RuntimeError):
+    """A forced attention backend cannot serve a call; the message says why."""
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """What a backend needs to know to accept or refuse a call."""
+
+    device_type: str
+    dtype: torch.dtype
+    len_q: int
+    len_k: int
+    head_dim: int
+    has_bias: bool
+    causal: bool
+    has_padding: bool
+    dropout: bool
+    needs_grad: bool
+
+
+KernelFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class AttentionBackend:
+    """One attention implementation behind :func:`formers.core.attention.attention`.
+
+    Args:
+        name: what users pass as ``backend=``.
+        kernel: ``fn(q, k, v, attn_bias, causal, key_padding_mask, dropout_p, scale) -> out``.
+        description: one line for the availability listing.
+        priority: ``auto`` tries backends in increasing priority per device; ``None`` means never chosen by ``auto``.
+        unavailable: ``() -> reason | None``; machine-level (library missing, no CUDA...).
+        rejects: ``(AttentionCall) -> reason | None``; call-level (device, dtype, mask kind...).
+    """
+
+    name: str
+    kernel: KernelFn
+    description: str
+    priority: dict[str, int]
+    unavailable: Callable[[], str | None] = lambda: None
+    rejects: Callable[[AttentionCall], str | None] = lambda call: None
+
+    def refusal(self, call: AttentionCall) -> str | None:
+        return self.unavailable() or self.rejects(call)
+
+
+_BACKENDS: dict[str, AttentionBackend] = {}
+
+
+def register_backend(backend: AttentionBackend, *, replace: bool = False) -> AttentionBackend:
+    if backend.name == "auto":
+        raise ValueError("'auto' is reserved for dispatch and cannot name a backend")
+    if backend.name in _BACKENDS and not replace:
+        raise ValueError(f"attention backend {backend.name!r} is already registered")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def get_backend(name: str) -> AttentionBackend:
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown attention backend {name!r}; choose 'auto' or one of {sorted(_BACKENDS)}") from None
+
+
+def all_backends() -> list[AttentionBackend]:
+    return list(_BACKENDS.values())
+
+
+def select_backend(call: AttentionCall) -> AttentionBackend:
+    """The first backend, by priority for the call's device, that can serve the call."""
+    ranked = sorted(
+        (b for b in _BACKENDS.values() if call.device_type in b.priority), key=lambda b: b.priority[call.device_type]
+    )
+    reasons = []
+    for backend in ranked:
+        reason = backend.refusal(call)
+        if reason is None:
+            return backend
+        reasons.append(f"{backend.name}: {reason}")
+    raise BackendUnavailableError(
+        f"no attention backend can serve this call on {call.device_type}: {'; '.join(reasons)}"
+    )
+
+
+def _xformers_rejects(call: AttentionCall) -> str | None:
+    if call.device_type != "cuda":
+        return f"xformers runs on CUDA tensors only, got {call.device_type}"
+    if call.head_dim > 256:
+        return f"head_dim {call.head_dim} > 256 is not supported by xformers' kernels"
+    return None
+
+
+register_backend(
+    AttentionBackend(
+        name="reference",
+        kernel=reference_attention,
+        description="plain matmul-softmax-matmul in float32; the test oracle (memory O(L²))",
+        priority={"cpu": 100, "cuda": 100, "mps": 100},
+    )
+)
+register_backend(
+    AttentionBackend(
+        name="sdpa",
+        kernel=sdpa_attention,
+        description="torch.nn.functional.scaled_dot_product_attention (flash / memory-efficient / math)",
+        priority={"cpu": 10, "cuda": 10, "mps": 10},
+    )
+)
+register_backend(
+    AttentionBackend(
+        name="xformers",
+        kernel=xformers_attention,
+        description="xformers.ops.memory_efficient_attention (CUDA)",
+        priority={"cuda": 20},
+        unavailable=xformers_unavailable_reason,
+        rejects=_xformers_rejects,
+    )
+)

@@ -1,0 +1,56 @@
+"""The contract every registered formers model follows, so one test module can check them all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FormersModel"]
+
+
+class FormersModel(nn.Module):
+    """Base class of registered models.
+
+    Besides ``forward``, a model describes its own input and output so that the registry-driven tests
+    (``tests/test_models.py``) can exercise any model of any domain without knowing it:
+
+    * :meth:`example_inputs` builds a valid keyword-argument batch for ``forward`` (on the model's device);
+    * :meth:`expected_output_shape` states the shape ``forward`` returns for that batch.
+
+    ``forward`` must reject malformed input (wrong rank, wrong dtype) with a ``ValueError`` or ``TypeError`` that
+    names the problem, instead of failing deep inside a matmul.
+    """
+
+    def example_inputs(self, batch_size: int = 2) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement example_inputs()")
+
+    def expected_output_shape(self, batch_size: int = 2) -> tuple[int, ...]:
+        raise NotImplementedError(f"{type(self).__name__} must implement expected_output_shape()")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def check_input(name: str, x: Tensor, *, ndim: int, floating: bool | None = None, dims: str = "") -> None:
+    """Raise a clear error when ``x`` is not a tensor of rank ``ndim`` (and of the right dtype kind).
+
+    Args:
+        dims: the expected layout for the message, e.g. ``"(batch, length)"``.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must have rank {ndim} {dims}, got shape {tuple(x.shape)}".replace("  ", " "))
+    if floating is True and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+    if floating is False and (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{name} must be an integer tensor (token ids), got {x.dtype}")
+
+
+__all__ += ["check_input"]
