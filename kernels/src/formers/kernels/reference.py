@@ -1,7 +1,7 @@
 """Plain-math attention: the oracle every faster kernel is tested against.
 
-``softmax(q kᵀ · scale + bias) v`` written out with matmuls, with the softmax computed in float32 whatever the
-input dtype. Slow and memory-hungry (it materialises the full score matrix) by design: it must be obviously right.
+``softmax(q kᵀ · scale + bias) v`` written out with matmuls, with the softmax computed in float32 (or wider) whatever the
+input dtype (float64 stays float64). Slow and memory-hungry (it materialises the full score matrix) by design: it must be obviously right.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def reference_attention(
     """Attention on ``(batch, heads, len, head_dim)`` tensors; see :mod:`formers.kernels.masks` for mask rules."""
     len_q, len_k = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale
+    acc = torch.promote_types(q.dtype, torch.float32)
+    scores = torch.matmul(q.to(acc), k.to(acc).transpose(-2, -1)) * scale
     if attn_bias is not None:
-        scores = scores + attn_bias.float()
+        scores = scores + attn_bias.to(acc)
     if causal:
         scores = scores.masked_fill(~causal_keep_mask(len_q, len_k, q.device), float("-inf"))
     if key_padding_mask is not None:
@@ -42,4 +43,4 @@ def reference_attention(
     probs = probs.masked_fill(torch.isneginf(scores.amax(dim=-1, keepdim=True)), 0.0)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
-    return torch.matmul(probs, v.float()).to(v.dtype)
+    return torch.matmul(probs, v.to(acc)).to(v.dtype)

@@ -1,0 +1,45 @@
+"""Transformer building blocks shared by every formers domain (timm-style ``layers`` package, no timm dependency).
+
+Each layer documents its tensor layout in a ``Shapes:`` section. Token tensors are ``(batch, length, dim)``;
+attention masks follow :mod:`formers.kernels.masks` (float ``attn_bias``, bool ``key_padding_mask`` with
+``True`` = padding, bottom-right ``causal``).
+"""
+
+from formers.core.layers.attention import MultiHeadAttention
+from formers.core.layers.block import CrossAttentionBlock, TransformerBlock
+from formers.core.layers.create import LayerType, create_act, create_norm, get_act_layer, get_norm_layer
+from formers.core.layers.drop import DropPath, LayerScale, drop_path
+from formers.core.layers.embed import (
+    LearnedPositionalEmbedding,
+    PatchEmbed,
+    SinusoidalPositionalEmbedding,
+    sinusoidal_embedding,
+    sinusoidal_embedding_2d,
+)
+from formers.core.layers.mlp import GEGLU, GluMlp, Mlp, SwiGLU, get_mlp_layer
+from formers.core.layers.weight_init import init_weights
+
+__all__ = [
+    "MultiHeadAttention",
+    "TransformerBlock",
+    "CrossAttentionBlock",
+    "Mlp",
+    "GluMlp",
+    "GEGLU",
+    "SwiGLU",
+    "get_mlp_layer",
+    "DropPath",
+    "drop_path",
+    "LayerScale",
+    "PatchEmbed",
+    "SinusoidalPositionalEmbedding",
+    "LearnedPositionalEmbedding",
+    "sinusoidal_embedding",
+    "sinusoidal_embedding_2d",
+    "LayerType",
+    "get_act_layer",
+    "create_act",
+    "get_norm_layer",
+    "create_norm",
+    "init_weights",
+]

@@ -1,0 +1,142 @@
+"""Multi-head self- and cross-attention on top of :func:`formers.core.attention.attention`.
+
+Notation: ``b`` batch, ``n`` query length, ``m`` key/value (context) length, ``h`` heads, ``d`` head_dim.
+Mask conventions are those of :mod:`formers.kernels.masks`: ``attn_bias`` is an additive float bias broadcastable to
+``(b, h, n, m)``; ``key_padding_mask`` is bool ``(b, m)`` with ``True`` = padding key; ``causal`` is bottom-right
+aligned; a query that sees no key outputs zeros (before the output projection).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from formers.core.attention import attention
+from formers.core.layers._checks import check_tokens
+from formers.core.layers.create import LayerType, get_norm_layer
+
+__all__ = ["MultiHeadAttention"]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017) with a pluggable kernel backend.
+
+    Built as self-attention when ``kv_dim is None``: one fused ``qkv`` projection of ``x``. Built as cross-attention
+    when ``kv_dim`` is given: a ``q`` projection of ``x`` and a fused ``kv`` projection of ``context`` (whose width
+    is ``kv_dim``; pass ``kv_dim=dim`` for a same-width context). The fused weights stack ``[q; k; v]`` (``[k; v]``)
+    with heads contiguous, the layout of :class:`torch.nn.MultiheadAttention` and timm.
+
+    Args:
+        dim: width of the queries ``x`` and of the output.
+        num_heads: number of attention heads.
+        qkv_bias: add biases to the input projections.
+        attn_drop: dropout on the attention probabilities (training only).
+        proj_drop: dropout after the output projection.
+        head_dim: width of each head (default ``dim // num_heads``, which must then divide evenly).
+        kv_dim: width of ``context``; ``None`` builds a self-attention layer.
+        qk_norm: normalise queries and keys per head with ``norm_layer`` (ViT-22B, Dehghani et al. 2023).
+        norm_layer: norm used by ``qk_norm``.
+        backend: attention backend name, ``"auto"`` by default (see ``python -m formers.core.attention``).
+
+    Shapes:
+        - x: ``(batch, len_q, dim)``
+        - context: ``(batch, len_k, kv_dim)`` (cross-attention only)
+        - attn_bias: float, broadcastable to ``(batch, num_heads, len_q, len_k)``
+        - key_padding_mask: bool ``(batch, len_k)``, ``True`` = ignore this key
+        - output: ``(batch, len_q, dim)``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        head_dim: int | None = None,
+        kv_dim: int | None = None,
+        qk_norm: bool = False,
+        norm_layer: LayerType = "layernorm",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if head_dim is None:
+            if dim % num_heads != 0:
+                raise ValueError(f"MultiHeadAttention: dim {dim} is not divisible by num_heads {num_heads}")
+            head_dim = dim // num_heads
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.kv_dim = kv_dim
+        self.backend = backend
+        self.attn_drop = attn_drop
+        inner = num_heads * head_dim
+        if kv_dim is None:
+            self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
+        else:
+            self.q = nn.Linear(dim, inner, bias=qkv_bias)
+            self.kv = nn.Linear(kv_dim, 2 * inner, bias=qkv_bias)
+        norm = get_norm_layer(norm_layer)
+        self.q_norm = norm(head_dim) if qk_norm else nn.Identity()
+        self.k_norm = norm(head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    @property
+    def is_cross_attention(self) -> bool:
+        return self.kv_dim is not None
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        attn_bias: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        self._check_inputs(x, context)
+        q, k, v = self._project(x, context)
+        q, k = self.q_norm(q), self.k_norm(k)
+        out = attention(
+            q,
+            k,
+            v,
+            attn_bias=attn_bias,
+            causal=causal,
+            key_padding_mask=key_padding_mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            backend=self.backend,
+        )
+        out = out.transpose(1, 2).flatten(2)  # (b, h, n, d) -> (b, n, h * d)
+        return self.proj_drop(self.proj(out))
+
+    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``q``: ``(b, h, n, d)``; ``k``, ``v``: ``(b, h, m, d)``."""
+        batch, len_q, _ = x.shape
+        if context is None:
+            qkv = self.qkv(x).reshape(batch, len_q, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            return qkv.unbind(0)
+        q = self.q(x).reshape(batch, len_q, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = self.kv(context).reshape(batch, context.shape[1], 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        return q, k, v
+
+    def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
+        name = type(self).__name__
+        check_tokens(name, "x", x, self.dim)
+        if self.is_cross_attention:
+            if context is None:
+                raise ValueError(f"{name}: built for cross-attention (kv_dim={self.kv_dim}); pass a context tensor")
+            check_tokens(name, "context", context, self.kv_dim)
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(f"{name}: x and context batch sizes differ: {x.shape[0]} vs {context.shape[0]}")
+            if context.dtype != x.dtype:
+                raise TypeError(f"{name}: x and context dtypes differ: {x.dtype} vs {context.dtype}")
+        elif context is not None:
+            raise ValueError(
+                f"{name}: built for self-attention (kv_dim=None); build it with kv_dim to attend a context"
+            )
+
+    def extra_repr(self) -> str:
+        kind = "self-attention" if self.kv_dim is None else f"cross-attention, kv_dim={self.kv_dim}"
+        return f"dim={self.dim}, num_heads={self.num_heads}, head_dim={self.head_dim}, {kind}, backend={self.backend!r}"
