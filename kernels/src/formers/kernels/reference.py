@@ -1,7 +1,8 @@
 """Plain-math attention: the oracle every faster kernel is tested against.
 
-``softmax(q kᵀ · scale + bias) v`` written out with matmuls, with the softmax computed in float32 (or wider) whatever the
-input dtype (float64 stays float64). Slow and memory-hungry (it materialises the full score matrix) by design: it must be obviously right.
+``softmax(q kᵀ · scale + bias) v`` written out with matmuls, computed in float32 (float64 stays float64) whatever
+the input dtype. Slow and memory-hungry (it materialises the full score matrix) by design: it must be obviously
+right.
 """
 
 from __future__ import annotations

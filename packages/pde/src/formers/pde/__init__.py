@@ -1,1 +1,1 @@
-"""formers.pde: Neural-operator transformers for PDEs (FactFormer, Galerkin/Fourier transformer, GNOT) on the formers core."""
+"""formers.pde: neural-operator transformers for PDEs (FactFormer, Galerkin/Fourier transformer, GNOT)."""

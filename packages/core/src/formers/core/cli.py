@@ -1,0 +1,215 @@
+"""The formers command line: one :class:`~lightning.pytorch.cli.LightningCLI` that every domain's script builds on.
+
+Usage (``formers-core`` here; ``formers-vision``, ``formers-timeseries``, ... are the same CLI)::
+
+    formers-core fit --config pipelines/core/tiny.yaml                     # train
+    formers-core fit --config pipelines/core/tiny.yaml --ckpt_path last    # resume a killed run (or start fresh)
+    formers-core fit --config pipelines/core/tiny.yaml --run_dir runs/x --trainer.max_epochs 5 --optimizer SGD
+    formers-core test --config pipelines/core/tiny.yaml --ckpt_path runs/core/tiny/checkpoints/best.ckpt
+    formers-core fit --config pipelines/core/tiny.yaml --trainer.strategy ddp --trainer.devices 2 \\
+        --trainer.accelerator cpu                                         # 2 CPU processes (gloo)
+    formers-core fit --config pipelines/core/tiny.yaml --print_config     # the fully resolved config
+
+What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be replaced from YAML or the command line):
+
+* ``run_dir``: the one output folder of a run (a DVC stage declares it as its ``outs``). Strings in the config are
+  resolved before instantiation: ``${run_dir}`` becomes the run dir and ``${log_dir}`` the folder of this
+  subcommand's logs, which is the run dir for ``fit`` and ``<run_dir>/<subcommand>`` for ``validate``, ``test`` and
+  ``predict`` (so evaluating a trained run never overwrites its training logs). With the defaults::
+
+      <run_dir>/config.yaml                 resolved config (SaveConfigCallback, overwritten on re-runs)
+      <run_dir>/metrics.csv, hparams.yaml   CSVLogger, first logger, so trainer.log_dir == ${log_dir}
+      <run_dir>/dvclive/                    DVCLiveLogger (dvcyaml: null, save_dvc_exp: false: safe in a DVC stage)
+      <run_dir>/checkpoints/last.ckpt       ModelCheckpoint after every epoch: what ``--ckpt_path last`` resumes
+      <run_dir>/checkpoints/best.ckpt       ModelCheckpoint, best by ``val/loss`` (min)
+      <run_dir>/metrics.json                MetricsJSON: final metrics for ``dvc metrics`` (``fit`` writes it,
+                                            ``validate``/``test`` merge theirs in; layout: callbacks.MetricsJSON)
+      <run_dir>/test/{config.yaml,metrics.csv,dvclive/}   logs of ``formers-core test`` in the same run dir
+
+  ``trainer.default_root_dir`` defaults to ``${run_dir}`` too. ``--print_config`` shows the placeholders,
+  ``<run_dir>/config.yaml`` the resolved paths. A YAML that replaces ``trainer.logger`` or
+  ``trainer.callbacks`` may use both placeholders in its own paths (in config files only: in a ``dvc.yaml`` command
+  line DVC would try to fill ``${...}`` itself). Lightning's CSVLogger empties ``metrics.csv`` of a non-empty log dir,
+  so after a resume it holds the resumed part of the run; DVCLive keeps the whole history (see below).
+* ``seed_everything: 42``, ``LearningRateMonitor``, TQDM progress bar (Lightning's default).
+* ``optimizer:`` defaults to ``AdamW(lr=1e-3, weight_decay=0.01)``; ``lr_scheduler:`` is empty by default. Lightning
+  turns them into the model's ``configure_optimizers``; formers tasks define none, so the YAML is never shadowed.
+* Checkpoints are loaded with ``weights_only=True`` (no pickled code runs) unless ``--weights_only false`` is given.
+  When ``fit`` resumes (``--ckpt_path``), the DVCLive logger continues its history (``resume: true``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from torch.optim import Optimizer
+
+__all__ = ["FormersCLI", "ArgsType", "RUN_DIR", "LOG_DIR", "default_loggers", "default_callbacks", "DEFAULT_OPTIMIZER", "main"]
+
+RUN_DIR = "${run_dir}"
+LOG_DIR = "${log_dir}"
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.01}}
+_DVCLIVE = "dvclive.lightning.DVCLiveLogger"
+
+
+def default_loggers() -> list[dict[str, Any]]:
+    """CSVLogger first (``trainer.log_dir`` comes from ``loggers[0]``), then DVCLive, both at fixed paths."""
+    return [
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": LOG_DIR, "name": "", "version": ""},
+        },
+        {
+            "class_path": _DVCLIVE,
+            "init_args": {"dir": f"{LOG_DIR}/dvclive", "dvcyaml": None, "save_dvc_exp": False, "report": None},
+        },
+    ]
+
+
+def default_callbacks(monitor: str = "val/loss", mode: Literal["min", "max"] = "min") -> list[dict[str, Any]]:
+    """``best.ckpt`` by ``monitor``, ``last.ckpt`` after every epoch, LearningRateMonitor and MetricsJSON.
+
+    ``last.ckpt`` has its own ModelCheckpoint (no monitor, one file): with Lightning 2.6 ``save_last=True`` rewrites
+    ``last.ckpt`` only when a top-k checkpoint is saved in the same step, so next to ``save_top_k=1`` it would be a
+    stale copy of the best model and ``--ckpt_path last`` would resume from the wrong epoch. Both use fixed names
+    (``enable_version_counter: false``), so re-runs overwrite them instead of writing ``best-v1.ckpt``.
+    """
+    checkpoint = "lightning.pytorch.callbacks.ModelCheckpoint"
+    fixed = {"dirpath": f"{RUN_DIR}/checkpoints", "save_top_k": 1, "enable_version_counter": False}
+    return [
+        {"class_path": checkpoint, "init_args": {**fixed, "filename": "best", "monitor": monitor, "mode": mode}},
+        {"class_path": checkpoint, "init_args": {**fixed, "filename": "last"}},
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor"},
+        {"class_path": "formers.core.callbacks.MetricsJSON", "init_args": {"path": f"{RUN_DIR}/metrics.json"}},
+    ]
+
+
+class FormersCLI(LightningCLI):
+    """LightningCLI with the formers run layout, loggers, callbacks and optimizer defaults (see the module docstring).
+
+    Model and data are chosen in the config by ``class_path`` (subclass mode): any ``LightningModule`` /
+    ``LightningDataModule`` unless a domain narrows them with ``model_class`` / ``datamodule_class``.
+
+    Args:
+        model_class: base class (or factory) of the selectable models; ``None`` allows any LightningModule.
+        datamodule_class: base class of the selectable data modules; ``None`` allows any LightningDataModule.
+        description: text at the top of ``--help``.
+        default_config_files: config files read before ``--config`` for every subcommand (missing files are skipped).
+        run_dir: default of the ``--run_dir`` option.
+        monitor: metric for ``best.ckpt``.
+        monitor_mode: ``"min"`` or ``"max"`` for ``monitor``.
+        args: arguments to parse instead of ``sys.argv[1:]`` (list, dict or Namespace).
+        run: run the subcommand (``False``: only parse and instantiate, for tests and notebooks).
+        trainer_defaults: overrides of the trainer defaults; a ``callbacks`` entry here is appended to every run and
+            not configurable (Lightning semantics), use the config's ``trainer.callbacks`` for configurable ones.
+        **kwargs: other ``LightningCLI`` arguments (``parser_kwargs``, ``save_config_kwargs``, ...).
+    """
+
+    def __init__(
+        self,
+        model_class: Any = None,
+        datamodule_class: Any = None,
+        *,
+        description: str | None = None,
+        default_config_files: Sequence[str] | None = None,
+        run_dir: str = "runs",
+        monitor: str = "val/loss",
+        monitor_mode: Literal["min", "max"] = "min",
+        args: ArgsType = None,
+        run: bool = True,
+        trainer_defaults: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.default_run_dir = run_dir
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        kwargs["parser_kwargs"] = self._formers_parser_kwargs(
+            description, default_config_files, kwargs.get("parser_kwargs")
+        )
+        kwargs["save_config_kwargs"] = {"overwrite": True, **(kwargs.get("save_config_kwargs") or {})}
+        kwargs.setdefault("seed_everything_default", 42)
+        super().__init__(
+            model_class,
+            datamodule_class,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults={"default_root_dir": RUN_DIR, "logger": default_loggers(), **(trainer_defaults or {})},
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+    def _formers_parser_kwargs(
+        self, description: str | None, default_config_files: Sequence[str] | None, parser_kwargs: dict | None
+    ) -> dict[str, Any]:
+        parser_kwargs = dict(parser_kwargs or {})
+        if description is not None:
+            parser_kwargs.setdefault("description", description)
+        if default_config_files:
+            for subcommand in self.subcommands():
+                sub_kwargs = parser_kwargs.setdefault(subcommand, {})
+                sub_kwargs.setdefault("default_config_files", list(default_config_files))
+        return parser_kwargs
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_dir",
+            type=str,
+            default=self.default_run_dir,
+            help="Output folder of the run: logs, checkpoints, config.yaml and metrics.json. ${run_dir} in config "
+            "strings becomes this folder, ${log_dir} the folder of this subcommand's logs (run_dir for fit, "
+            "run_dir/<subcommand> otherwise).",
+        )
+        parser.set_defaults({"trainer.callbacks": default_callbacks(self.monitor, self.monitor_mode)})
+        # added here (not by LightningCLI after this hook) so that the default optimizer can be set
+        parser.add_optimizer_args((Optimizer,))
+        parser.set_defaults({"optimizer": DEFAULT_OPTIMIZER})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        log_dir = config.run_dir if self.subcommand in (None, "fit") else f"{config.run_dir}/{self.subcommand}"
+        _resolve_placeholders(config, {LOG_DIR: log_dir, RUN_DIR: config.run_dir})
+        if "weights_only" in config and config.weights_only is None:
+            config.weights_only = True
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            _resume_dvclive(config)
+
+
+def _resolve_placeholders(node: Any, values: dict[str, str]) -> Any:
+    """Replace placeholders in every string of a (nested) config, in place; returns the new value of ``node``."""
+    if isinstance(node, str):
+        for placeholder, value in values.items():
+            node = node.replace(placeholder, value)
+        return node
+    if isinstance(node, Namespace):
+        for key, value in vars(node).items():
+            setattr(node, key, _resolve_placeholders(value, values))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            node[key] = _resolve_placeholders(value, values)
+    elif isinstance(node, list):
+        node[:] = [_resolve_placeholders(value, values) for value in node]
+    return node
+
+
+def _resume_dvclive(config: Namespace) -> None:
+    """Let DVCLive append to its history instead of wiping it when ``fit`` resumes from a checkpoint."""
+    loggers = config.trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, Namespace) and logger.get("class_path") == _DVCLIVE:
+            logger.init_args.resume = True
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of ``formers-core`` (the spine itself, on the core models and the synthetic sequence tasks)."""
+    FormersCLI(
+        description="formers-core: train, validate and test formers models (LightningCLI + DVC run layout).",
+        run_dir="runs/core",
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()
