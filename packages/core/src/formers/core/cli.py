@@ -47,7 +47,16 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from torch.optim import Optimizer
 
-__all__ = ["FormersCLI", "ArgsType", "RUN_DIR", "LOG_DIR", "default_loggers", "default_callbacks", "DEFAULT_OPTIMIZER", "main"]
+__all__ = [
+    "FormersCLI",
+    "ArgsType",
+    "RUN_DIR",
+    "LOG_DIR",
+    "default_loggers",
+    "default_callbacks",
+    "DEFAULT_OPTIMIZER",
+    "main",
+]
 
 RUN_DIR = "${run_dir}"
 LOG_DIR = "${log_dir}"
