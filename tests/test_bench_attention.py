@@ -1,0 +1,71 @@
+"""The attention benchmark runs end to end at a tiny size and writes well-formed reports (no timing assertions)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["--threads", "1", "--batch", "1", "--heads", "2", "--length", "16", "--head-dim", "8"]
+TINY += ["--repeats", "1", "--warmup", "0", "--matmul-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    """``benchmarks/attention.py`` imported as a module (its helper ``_timing`` sits next to it).
+
+    The benchmark pins torch's thread count; the session's original value is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_attention", BENCH_DIR / "attention.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH_DIR))
+    yield module
+    torch.set_num_threads(threads)
+
+
+def test_reports(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = bench.main([*TINY, "--metrics-json", str(tmp_path / "m.json"), "--plot-tsv", str(tmp_path / "p.tsv")])
+    assert json.loads((tmp_path / "m.json").read_text()) == metrics
+    backends = bench.available_backends()
+    assert "sdpa" in backends
+    for case in bench.CASES:
+        for mode in bench.MODES:
+            for dtype in bench.DTYPES:
+                group = metrics[case][mode][dtype]
+                assert group["naive_gflops"] > 0
+                assert group["matmul_gflops"] > 0
+                assert group["sdpa_vs_naive"] > 0
+                tolerance = 1e-5 if dtype == "fp32" else 5e-2
+                assert group["sdpa_max_abs_err"] < tolerance
+    rows = list(csv.DictReader((tmp_path / "p.tsv").open(), delimiter="\t"))
+    assert len(rows) == len(bench.DTYPES) * len(bench.CASES) * len(bench.MODES) * (2 + len(backends))  # + naive, matmul
+    assert "x naive" in capsys.readouterr().out
+
+
+def test_subset_and_flops(bench: ModuleType) -> None:
+    metrics = bench.main([*TINY, "--dtypes", "fp32", "--cases", "causal", "--modes", "fwd", "--backends", "sdpa"])
+    assert set(metrics) == {"env", "matmul", "causal"}
+    assert set(metrics["causal"]["fwd"]["fp32"]) >= {"sdpa_vs_naive", "naive_gflops", "matmul_gflops"}
+    shape = bench.Shape(2, 3, 4, 5)
+    full = bench.attention_flops(shape, "fwd", causal=False)
+    assert full == 4 * 2 * 3 * 4**2 * 5
+    assert bench.attention_flops(shape, "fwd_bwd", causal=True) == 1.5 * full
+
+
+def test_rejects_unknown_choice(bench: ModuleType) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dtypes", "fp16"])

@@ -1,0 +1,20 @@
+"""The README's Python examples run as written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_has_python_examples():
+    assert BLOCKS, "README.md lost its Python examples"
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_python_block_runs(code, capsys):
+    exec(compile(code, str(README), "exec"), {})
+    if "print(list_models())" in code:  # entry-point discovery reaches the core models
+        assert "transformer_classifier" in capsys.readouterr().out
