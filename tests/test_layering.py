@@ -18,19 +18,14 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _workspace import ROOT, member_pyprojects
 
 
 def workspace_members() -> dict[str, Path]:
-    """Import name (``formers.core``) -> member directory, from the root ``[tool.uv.workspace]`` globs."""
-    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    members = {}
-    for pattern in root["tool"]["uv"]["workspace"]["members"]:
-        for path in sorted(ROOT.glob(pattern)):
-            if (path / "pyproject.toml").is_file():
-                project = tomllib.loads((path / "pyproject.toml").read_text())
-                members[project["tool"]["uv"]["build-backend"]["module-name"]] = path
-    return members
+    """Import name (``formers.core``) -> member directory."""
+    return {
+        project["tool"]["uv"]["build-backend"]["module-name"]: path for path, project in member_pyprojects().items()
+    }
 
 
 MEMBERS = workspace_members()

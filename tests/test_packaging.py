@@ -21,19 +21,14 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _workspace import ROOT, member_pyprojects
+
 pytestmark = pytest.mark.slow
 
 
 def workspace_members() -> dict[str, Path]:
-    """Distribution name (``formers-core``) -> member directory, from the root ``[tool.uv.workspace]`` globs."""
-    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    members = {}
-    for pattern in root["tool"]["uv"]["workspace"]["members"]:
-        for path in sorted(ROOT.glob(pattern)):
-            if (path / "pyproject.toml").is_file():
-                members[tomllib.loads((path / "pyproject.toml").read_text())["project"]["name"]] = path
-    return members
+    """Distribution name (``formers-core``) -> member directory."""
+    return {project["project"]["name"]: path for path, project in member_pyprojects().items()}
 
 
 MEMBERS = workspace_members()
