@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from formers.core.attention import attention
 from formers.core.layers._checks import check_tokens
 from formers.core.layers.create import LayerType, get_norm_layer
+from formers.core.varlen import VARLEN_BACKENDS, varlen_attention
 
 __all__ = ["MultiHeadAttention"]
 
@@ -43,6 +44,8 @@ class MultiHeadAttention(nn.Module):
         - attn_bias: float, broadcastable to ``(batch, num_heads, len_q, len_k)``
         - key_padding_mask: bool ``(batch, len_k)``, ``True`` = ignore this key
         - output: ``(batch, len_q, dim)``
+        - packed self-attention (``cu_seqlens`` given): x ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``,
+          output ``(total_tokens, dim)``; each sequence attends only to itself (:func:`formers.core.varlen.pack`)
     """
 
     def __init__(
@@ -93,7 +96,11 @@ class MultiHeadAttention(nn.Module):
         attn_bias: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         causal: bool = False,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
     ) -> Tensor:
+        if cu_seqlens is not None:
+            return self._forward_packed(x, context, attn_bias, key_padding_mask, causal, cu_seqlens, max_seqlen)
         self._check_inputs(x, context)
         q, k, v = self._project(x, context)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -109,6 +116,52 @@ class MultiHeadAttention(nn.Module):
         )
         out = out.transpose(1, 2).flatten(2)  # (b, h, n, d) -> (b, n, h * d)
         return self.proj_drop(self.proj(out))
+
+    def _forward_packed(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        attn_bias: Tensor | None,
+        key_padding_mask: Tensor | None,
+        causal: bool,
+        cu_seqlens: Tensor,
+        max_seqlen: int | None,
+    ) -> Tensor:
+        """Self-attention on packed tokens ``(total, dim)``, block-diagonal over the sequences of ``cu_seqlens``."""
+        self._check_packed_inputs(x, context, attn_bias, key_padding_mask)
+        qkv = self.qkv(x).reshape(x.shape[0], 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(1)  # each (total, h, d)
+        q, k = self.q_norm(q), self.k_norm(k)
+        backend = self.backend if self.backend in VARLEN_BACKENDS else "auto"  # e.g. "sdpa": the fastest varlen path
+        out = varlen_attention(
+            q,
+            k,
+            v,
+            cu_seqlens,
+            max_seqlen_q=max_seqlen,
+            max_seqlen_k=max_seqlen,
+            causal=causal,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            backend=backend,
+        )
+        return self.proj_drop(self.proj(out.flatten(1)))
+
+    def _check_packed_inputs(
+        self, x: Tensor, context: Tensor | None, attn_bias: Tensor | None, key_padding_mask: Tensor | None
+    ) -> None:
+        name = type(self).__name__
+        if self.is_cross_attention or context is not None:
+            raise ValueError(f"{name}: cu_seqlens (packed tokens) is supported for self-attention only")
+        if attn_bias is not None or key_padding_mask is not None:
+            raise ValueError(
+                f"{name}: packed tokens (cu_seqlens) carry no padding; pass neither attn_bias nor key_padding_mask"
+            )
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"{name}: with cu_seqlens, x must be packed (total_tokens, {self.dim}), got {getattr(x, 'shape', x)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"{name}: x must be a floating tensor, got {x.dtype}")
 
     def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``q``: ``(b, h, n, d)``; ``k``, ``v``: ``(b, h, m, d)``."""

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from formers.core.layers._checks import check_tokens
 from formers.core.layers.attention import MultiHeadAttention
 from formers.core.layers.create import LayerType, get_norm_layer
-from formers.core.layers.drop import DropPath, LayerScale
+from formers.core.layers.drop import DropPath, LayerScale, drop_path
 from formers.core.layers.mlp import get_mlp_layer
 
 __all__ = ["TransformerBlock", "CrossAttentionBlock"]
@@ -32,6 +32,19 @@ def _build_mlp(
     # act_layer=None keeps the MLP's own default (GELU for "mlp"/"geglu", SiLU for "swiglu", sigmoid for "glu").
     act = {} if act_layer is None else {"act_layer": act_layer}
     return get_mlp_layer(mlp_layer)(in_features=dim, hidden_features=int(dim * mlp_ratio), drop=drop, **act)
+
+
+def _packed_drop_path(module: nn.Module, cu_seqlens: Tensor) -> Callable[[Tensor], Tensor]:
+    """Stochastic depth per *sequence* on packed tokens ``(total, dim)`` (one draw per sequence, not per token)."""
+    if not isinstance(module, DropPath) or not module.training or module.drop_prob == 0.0:
+        return module
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+
+    def apply(x: Tensor) -> Tensor:
+        keep = drop_path(x.new_ones(lengths.numel(), 1), module.drop_prob, True, module.scale_by_keep)
+        return x * keep.repeat_interleave(lengths, dim=0, output_size=x.shape[0])
+
+    return apply
 
 
 class TransformerBlock(nn.Module):
@@ -68,6 +81,8 @@ class TransformerBlock(nn.Module):
         - attn_bias: float, broadcastable to ``(batch, num_heads, length, length)``
         - key_padding_mask: bool ``(batch, length)``, ``True`` = padding
         - output: ``(batch, length, dim)``
+        - packed (``cu_seqlens`` given): x and output ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``; no
+          attn_bias / key_padding_mask (see :mod:`formers.core.varlen`)
     """
 
     def __init__(
@@ -114,14 +129,21 @@ class TransformerBlock(nn.Module):
         attn_bias: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         causal: bool = False,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
     ) -> Tensor:
-        check_tokens(type(self).__name__, "x", x, self.dim)  # before the norm, which would fail less clearly
         masks = {"attn_bias": attn_bias, "key_padding_mask": key_padding_mask, "causal": causal}
+        drop1, drop2 = self.drop_path1, self.drop_path2
+        if cu_seqlens is None:
+            check_tokens(type(self).__name__, "x", x, self.dim)  # before the norm, which would fail less clearly
+        else:  # packed tokens (total, dim): norms and MLP run per token, attention per sequence
+            masks.update(cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+            drop1, drop2 = (_packed_drop_path(m, cu_seqlens) for m in (drop1, drop2))
         if self.norm_first:
-            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), **masks)))
-            return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(x, **masks))))
-        return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))
+            x = x + drop1(self.ls1(self.attn(self.norm1(x), **masks)))
+            return x + drop2(self.ls2(self.mlp(self.norm2(x))))
+        x = self.norm1(x + drop1(self.ls1(self.attn(x, **masks))))
+        return self.norm2(x + drop2(self.ls2(self.mlp(x))))
 
 
 class CrossAttentionBlock(nn.Module):

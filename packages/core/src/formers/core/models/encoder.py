@@ -37,6 +37,8 @@ class TransformerEncoder(nn.Module):
         - attn_bias: float, broadcastable to ``(batch, num_heads, length, length)``
         - key_padding_mask: bool ``(batch, length)``, ``True`` = padding
         - output: ``(batch, length, dim)``
+        - packed (``cu_seqlens`` given): x and output ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``
+          (build them with :func:`formers.core.varlen.pack`)
     """
 
     def __init__(
@@ -73,9 +75,12 @@ class TransformerEncoder(nn.Module):
         attn_bias: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         causal: bool = False,
+        cu_seqlens: Tensor | None = None,
+        max_seqlen: int | None = None,
     ) -> Tensor:
+        packed = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens, "max_seqlen": max_seqlen}
         for block in self.blocks:
-            x = block(x, attn_bias=attn_bias, key_padding_mask=key_padding_mask, causal=causal)
+            x = block(x, attn_bias=attn_bias, key_padding_mask=key_padding_mask, causal=causal, **packed)
         return self.norm(x)
 
 
