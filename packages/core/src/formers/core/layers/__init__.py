@@ -16,11 +16,14 @@ from formers.core.layers.embed import (
     sinusoidal_embedding,
     sinusoidal_embedding_2d,
 )
+from formers.core.layers.linear_attention import HeadLayerNorm, LinearAttention
 from formers.core.layers.mlp import GEGLU, GluMlp, Mlp, SwiGLU, get_mlp_layer
 from formers.core.layers.weight_init import init_weights
 
 __all__ = [
     "MultiHeadAttention",
+    "LinearAttention",
+    "HeadLayerNorm",
     "TransformerBlock",
     "CrossAttentionBlock",
     "Mlp",
