@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FormersModel"]
+__all__ = ["FormersModel", "check_input"]
 
 
 class FormersModel(nn.Module):
@@ -51,6 +51,3 @@ def check_input(name: str, x: Tensor, *, ndim: int, floating: bool | None = None
         raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
     if floating is False and (x.is_floating_point() or x.is_complex()):
         raise TypeError(f"{name} must be an integer tensor (token ids), got {x.dtype}")
-
-
-__all__ += ["check_input"]
