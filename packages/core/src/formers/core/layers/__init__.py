@@ -19,11 +19,15 @@ from formers.core.layers.embed import (
 from formers.core.layers.linear_attention import HeadLayerNorm, LinearAttention
 from formers.core.layers.mlp import GEGLU, GluMlp, Mlp, SwiGLU, get_mlp_layer
 from formers.core.layers.weight_init import init_weights
+from formers.core.layers.window_attention import ShiftedWindowAttention2d, WindowAttention, WindowAttention1d
 
 __all__ = [
     "MultiHeadAttention",
     "LinearAttention",
     "HeadLayerNorm",
+    "WindowAttention",
+    "ShiftedWindowAttention2d",
+    "WindowAttention1d",
     "TransformerBlock",
     "CrossAttentionBlock",
     "Mlp",
