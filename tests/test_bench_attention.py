@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+from _bench import benchmark_module
+
 TINY = ["--threads", "1", "--batch", "1", "--heads", "2", "--length", "16", "--head-dim", "8"]
 TINY += ["--repeats", "1", "--warmup", "0", "--matmul-size", "32"]
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    """``benchmarks/attention.py`` imported as a module (its helper ``_timing`` sits next to it).
-
-    The benchmark pins torch's thread count; the session's original value is restored afterwards.
-    """
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_attention", BENCH_DIR / "attention.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-    yield module
-    torch.set_num_threads(threads)
+    with benchmark_module("attention") as module:
+        yield module
 
 
 def test_reports(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

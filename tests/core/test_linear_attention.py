@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from _bench import benchmark_module
 from formers.core.layers.linear_attention import LinearAttention
 from formers.kernels import linear as L
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 KINDS = ("galerkin", "fourier", "normalized", "performer")
 
 
@@ -247,17 +245,8 @@ def test_module_errors() -> None:
 
 
 def test_benchmark_tiny_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_linear_attention", BENCH_DIR / "linear_attention.py")
-        bench = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = bench
-        spec.loader.exec_module(bench)
+    with benchmark_module("linear_attention") as bench:
         metrics = bench.main(["--tiny", "--metrics-json", str(tmp_path / "m.json")])
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     for mode in ("fwd", "fwd_bwd"):
         assert metrics["speed"][mode]["sdpa_vs_galerkin"] > 0

@@ -6,14 +6,13 @@ Notation: ``T`` packed tokens, ``H`` heads, ``D`` head_dim, ``cu`` cumulative se
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from _bench import benchmark_module
 from formers.core.attention import BackendUnavailableError, attention
 from formers.core.layers import TransformerBlock
 from formers.core.models.encoder import TransformerEncoder
@@ -292,20 +291,10 @@ def test_packed_layer_errors() -> None:
 
 
 def test_benchmark_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bench_dir = Path(__file__).resolve().parents[2] / "benchmarks"
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(bench_dir))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_varlen", bench_dir / "varlen.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        args = ["--threads", "1", "--batch", "3", "--min-len", "2", "--max-len", "9", "--dim", "16", "--heads", "2"]
-        args += ["--depth", "1", "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "v.json")]
-        metrics = module.main(args)
-    finally:
-        sys.path.remove(str(bench_dir))
-        torch.set_num_threads(threads)
+    args = ["--threads", "1", "--batch", "3", "--min-len", "2", "--max-len", "9", "--dim", "16", "--heads", "2"]
+    args += ["--depth", "1", "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "v.json")]
+    with benchmark_module("varlen") as bench:
+        metrics = bench.main(args)
     assert json.loads((tmp_path / "v.json").read_text()) == metrics
     for mode in ("fwd", "fwd_bwd"):
         assert metrics["encoder"][mode]["speedup"] > 0

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from _bench import benchmark_module
 from formers.core.layers.window_attention import (
     ShiftedWindowAttention2d,
     WindowAttention,
@@ -24,7 +23,6 @@ from formers.core.layers.window_attention import (
     window_reverse_1d,
 )
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 
@@ -324,17 +322,8 @@ def test_errors() -> None:
 
 
 def test_benchmark_tiny_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    threads = torch.get_num_threads()
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_window_attention", BENCH_DIR / "window_attention.py")
-        bench = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = bench
-        spec.loader.exec_module(bench)
+    with benchmark_module("window_attention") as bench:
         metrics = bench.main(["--tiny", "--metrics-json", str(tmp_path / "m.json")])
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        torch.set_num_threads(threads)
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     for mode in ("fwd", "fwd_bwd"):
         assert metrics["speed"][mode]["naive_vs_formers"] > 0
