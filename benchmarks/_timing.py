@@ -8,11 +8,13 @@ the same run, never by absolute times across runs or machines.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -89,3 +91,10 @@ def matmul_candidate(size: int, dtype: torch.dtype, device: torch.device) -> tup
     a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     return (lambda: a @ b), 2.0 * size**3
+
+
+def write_json(path: Path | None, metrics: Mapping) -> None:
+    """Write a benchmark's metrics as indented JSON (creating the folder); ``None`` writes nothing."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2) + "\n")

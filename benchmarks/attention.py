@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from _timing import Timing, interleaved_timings, load_average, matmul_candidate, pin_threads
+from _timing import Timing, interleaved_timings, load_average, matmul_candidate, pin_threads, write_json
 from formers.core.attention import BackendUnavailableError, attention, available_backends
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -346,9 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     print(format_table(rows, refused))
     metrics = metrics_dict(rows, env)
-    if args.metrics_json is not None:
-        args.metrics_json.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(args.metrics_json, metrics)
     if args.plot_tsv is not None:
         write_tsv(rows, args.plot_tsv)
     return metrics

@@ -21,7 +21,6 @@ Nothing here asserts absolute times: numbers depend on the machine and on whatev
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import weakref
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from _timing import interleaved_timings, load_average, pin_threads
+from _timing import interleaved_timings, load_average, pin_threads, write_json
 from formers.kernels.linear import galerkin_attention
 
 CANDIDATES = ("galerkin", "sdpa", "naive")
@@ -178,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         "memory": measure_memory(args),
     }
     report(metrics)
-    if args.metrics_json is not None:
-        args.metrics_json.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics_json.write_text(json.dumps(metrics, indent=2))
+    write_json(args.metrics_json, metrics)
     return metrics
 
 

@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from _timing import Timing, interleaved_timings, load_average, pin_threads
+from _timing import Timing, interleaved_timings, load_average, pin_threads, write_json
 from formers.core.models.encoder import TransformerEncoder
 from formers.core.varlen import pack, unpack, varlen_attention
 
@@ -240,9 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     metrics = {"env": env, "encoder": encoder, "kernels": kernels}
     print_tables(metrics)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(args.json, metrics)
     return metrics
 
 

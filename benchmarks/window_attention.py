@@ -24,7 +24,6 @@ Nothing here asserts absolute times: numbers depend on the machine and on whatev
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from _timing import interleaved_timings, load_average, pin_threads
+from _timing import interleaved_timings, load_average, pin_threads, write_json
 from formers.core.layers.window_attention import WindowAttention, shifted_window_mask, window_partition
 
 CANDIDATES = ("formers", "naive")
@@ -143,9 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speed": measure_speed(args),
     }
     report(metrics)
-    if args.metrics_json is not None:
-        args.metrics_json.parent.mkdir(parents=True, exist_ok=True)
-        args.metrics_json.write_text(json.dumps(metrics, indent=2))
+    write_json(args.metrics_json, metrics)
     return metrics
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from formers.core.layers._checks import check_input
 
 __all__ = ["FormersModel", "check_input"]
 
@@ -35,19 +37,3 @@ class FormersModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-
-def check_input(name: str, x: Tensor, *, ndim: int, floating: bool | None = None, dims: str = "") -> None:
-    """Raise a clear error when ``x`` is not a tensor of rank ``ndim`` (and of the right dtype kind).
-
-    Args:
-        dims: the expected layout for the message, e.g. ``"(batch, length)"``.
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must have rank {ndim} {dims}, got shape {tuple(x.shape)}".replace("  ", " "))
-    if floating is True and not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
-    if floating is False and (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"{name} must be an integer tensor (token ids), got {x.dtype}")
