@@ -335,3 +335,33 @@ def test_bias_from_padding_equals_key_padding_mask():
     q, k, v, kwargs = CASES["padding"].make()
     bias = mask_to_bias(~kwargs["key_padding_mask"])[:, None, None, :]
     torch.testing.assert_close(attention(q, k, v, attn_bias=bias), attention(q, k, v, **kwargs))
+
+
+# ------------------------------------------------------------------------------- one key_padding_mask check
+
+
+def _kpm_callers():
+    from formers.core.layers.linear_attention import LinearAttention
+    from formers.core.models.encoder import TransformerClassifier
+    from formers.core.varlen import pack
+
+    q = torch.randn(2, 2, 5, 8)
+    x = torch.randn(2, 5, 16)
+    clf = TransformerClassifier(vocab_size=10, num_classes=2, max_len=5, dim=16, depth=1, num_heads=2)
+    tokens = torch.randint(0, 10, (2, 5))
+    return {
+        "attention": lambda m: attention(q, q, q, key_padding_mask=m),
+        "pack": lambda m: pack(x, m),
+        "LinearAttention": lambda m: LinearAttention(16, 2)(x, key_padding_mask=m),
+        "TransformerClassifier": lambda m: clf(tokens, m),
+    }
+
+
+@pytest.mark.parametrize("owner", ["attention", "pack", "LinearAttention", "TransformerClassifier"])
+def test_key_padding_mask_errors_share_one_style(owner):
+    run = _kpm_callers()[owner]
+    with pytest.raises(TypeError, match=rf"^{owner}: key_padding_mask must be a torch.bool tensor \(True = padding\)"):
+        run(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=rf"^{owner}: key_padding_mask shape \(2, 4\) does not match \(batch, len_k\)"):
+        run(torch.zeros(2, 4, dtype=torch.bool))
+    run(torch.zeros(2, 5, dtype=torch.bool))  # the right mask passes

@@ -6,6 +6,7 @@ Notation: ``T`` packed tokens, ``H`` heads, ``D`` head_dim, ``cu`` cumulative se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from _bench import benchmark_module
-from formers.core.attention import BackendUnavailableError, attention
+from formers.core.attention import BackendUnavailableError, attention, get_backend, register_backend, use_backend
+from formers.core.attention import backends as backends_mod
 from formers.core.layers import TransformerBlock
 from formers.core.models.encoder import TransformerEncoder
 from formers.core.varlen import (
@@ -169,7 +171,62 @@ def test_auto_matches_reference_and_picks_cpu_path() -> None:
     q, k, v = packed_qkv(lengths)
     cu = cu_seqlens_from_lengths(lengths).long()  # int64 offsets are accepted too
     torch.testing.assert_close(varlen_attention(q, k, v, cu), varlen_attention(q, k, v, cu, backend="reference"), **TOL)
-    assert set(CPU_BACKENDS) | {"xformers"} == set(VARLEN_BACKENDS)
+    assert set(CPU_BACKENDS) | {"xformers", "sdpa"} <= set(VARLEN_BACKENDS)
+
+
+# ------------------------------------------------------------------------------------------------------- dispatch
+
+
+@pytest.fixture
+def varlen_calls(monkeypatch):
+    """Record which varlen backend entry each packed attention call reaches."""
+    seen: list[str] = []
+    for name, impl in list(VARLEN_BACKENDS.items()):
+
+        def spy(*args, _name=name, _kernel=impl.kernel, **kwargs):
+            seen.append(_name)
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setitem(VARLEN_BACKENDS, name, dataclasses.replace(impl, kernel=spy))
+    return seen
+
+
+def test_use_backend_reaches_packed_path(varlen_calls) -> None:
+    q, k, v = packed_qkv([3, 2])
+    cu = cu_seqlens_from_lengths([3, 2])
+    varlen_attention(q, k, v, cu)
+    with use_backend("reference"):
+        varlen_attention(q, k, v, cu)
+        varlen_attention(q, k, v, cu, backend="sdpa_blockmask")  # explicit wins over the context
+    with use_backend("sdpa"):
+        varlen_attention(q, k, v, cu)
+    assert varlen_calls == ["sdpa_loop", "reference", "sdpa_blockmask", "sdpa"]
+
+
+def test_use_backend_and_backend_arg_reach_packed_layers(varlen_calls) -> None:
+    lengths = [4, 2, 5]
+    x, cu = torch.randn(sum(lengths), 16), cu_seqlens_from_lengths(lengths)
+    encoder = TransformerEncoder(16, 2, 2)
+    with use_backend("reference"):
+        encoder(x, cu_seqlens=cu)
+    assert varlen_calls == ["reference", "reference"]
+    varlen_calls.clear()
+    TransformerEncoder(16, 1, 2, backend="sdpa")(x, cu_seqlens=cu)  # MHA passes its backend name through
+    assert varlen_calls == ["sdpa"]
+
+
+def test_forced_backend_that_cannot_serve_packed_call_says_why() -> None:
+    q, k, v = packed_qkv([3])
+    cu = cu_seqlens_from_lengths([3])
+    with use_backend("xformers"), pytest.raises(BackendUnavailableError, match="varlen backend 'xformers'.*CUDA"):
+        varlen_attention(q, k, v, cu)
+    spare = dataclasses.replace(get_backend("sdpa"), name="dense_only")
+    register_backend(spare)
+    try:
+        with use_backend("dense_only"), pytest.raises(BackendUnavailableError, match="'dense_only'.*no varlen kernel"):
+            varlen_attention(q, k, v, cu)
+    finally:
+        backends_mod._BACKENDS.pop("dense_only")
 
 
 # ------------------------------------------------------------------------------------------------------- errors

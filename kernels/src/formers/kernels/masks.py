@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["causal_keep_mask", "combined_bias"]
+__all__ = ["causal_keep_mask", "combined_bias", "check_key_padding_mask"]
 
 
 def causal_keep_mask(len_q: int, len_k: int, device: torch.device | None = None) -> Tensor:
@@ -50,3 +50,25 @@ def combined_bias(
         pad_bias = pad_bias.masked_fill_(key_padding_mask, float("-inf"))[:, None, None, :]
         bias = pad_bias if bias is None else bias + pad_bias
     return bias
+
+
+def check_key_padding_mask(
+    owner: str, mask: object, shape: tuple[int, int], device: torch.device | None = None
+) -> None:
+    """The one check of a ``key_padding_mask`` argument, with one message style for every caller.
+
+    Raises ``TypeError`` unless ``mask`` is a ``torch.bool`` tensor, ``ValueError`` unless its shape is ``shape``
+    (``(batch, len_k)``) and, when ``device`` is given, unless it lives there. Messages start with ``owner``.
+    """
+    if not isinstance(mask, Tensor):
+        raise TypeError(
+            f"{owner}: key_padding_mask must be a torch.bool tensor (True = padding), got {type(mask).__name__}"
+        )
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{owner}: key_padding_mask must be a torch.bool tensor (True = padding), got {mask.dtype}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{owner}: key_padding_mask shape {tuple(mask.shape)} does not match (batch, len_k) = {tuple(shape)}"
+        )
+    if device is not None and mask.device != device:
+        raise ValueError(f"{owner}: key_padding_mask is on {mask.device} but the inputs are on {device}")

@@ -9,8 +9,8 @@ itself.
 Backends of :func:`varlen_attention` (``backend=``):
 
 * ``"reference"``: plain math per sequence, the test oracle (any device).
-* ``"sdpa_loop"``: one fused SDPA call per sequence (any device); ``auto`` picks it on CPU: fastest measured at
-  every size tried, forward and backward (``benchmarks/varlen.py``).
+* ``"sdpa_loop"`` (alias ``"sdpa"``): one fused SDPA call per sequence (any device); ``auto`` picks it on CPU: fastest
+  measured at every size tried, forward and backward (``benchmarks/varlen.py``).
 * ``"sdpa_blockmask"``: one SDPA call over the packed batch with a dense ``(total_q, total_k)`` block-diagonal mask
   (any device; memory ``O(total²)``); 3-4x slower than the loop on CPU, kept as a second implementation.
 * ``"nested"``: SDPA on ``torch.nested`` jagged tensors (no causal); 4-10x slower than the loop on CPU in torch 2.10.
@@ -19,6 +19,7 @@ Backends of :func:`varlen_attention` (``backend=``):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from formers.core.attention import BackendUnavailableError
+from formers.core.attention import BackendUnavailableError, forced_backend
+from formers.kernels.masks import check_key_padding_mask
 from formers.kernels.varlen import (
     varlen_nested_attention,
     varlen_reference_attention,
@@ -44,6 +46,7 @@ __all__ = [
     "lengths_from_cu_seqlens",
     "varlen_attention",
     "VARLEN_BACKENDS",
+    "varlen_backend_unavailable",
 ]
 
 
@@ -125,13 +128,7 @@ def pack(x: Tensor, key_padding_mask: Tensor | None) -> tuple[Tensor, Tensor, in
     batch, seq_len = x.shape[:2]
     if key_padding_mask is None:
         key_padding_mask = torch.zeros(batch, seq_len, dtype=torch.bool, device=x.device)
-    if key_padding_mask.dtype != torch.bool:
-        raise TypeError(f"pack: key_padding_mask must be torch.bool (True = padding), got {key_padding_mask.dtype}")
-    if key_padding_mask.shape != (batch, seq_len):
-        raise ValueError(
-            f"pack: key_padding_mask must have shape (batch, seq_len) = {(batch, seq_len)}, "
-            f"got {tuple(key_padding_mask.shape)}"
-        )
+    check_key_padding_mask("pack", key_padding_mask, (batch, seq_len), x.device)
     keep = ~key_padding_mask
     lengths = keep.sum(dim=1)
     indices = keep.flatten().nonzero().flatten()
@@ -163,7 +160,12 @@ class _VarlenBackend:
 
     kernel: Callable[..., Tensor]
     devices: tuple[str, ...]  # informational: where the kernel is meant to run
-    refuses: Callable[[Tensor, bool], str | None] = lambda q, causal: None
+    refuses: Callable[[Tensor, bool], str | None] = lambda q, causal: None  # call-level
+    unavailable: Callable[[], str | None] = lambda: None  # machine-level (library missing, no CUDA...)
+    description: str = ""
+
+    def refusal(self, q: Tensor, causal: bool) -> str | None:
+        return self.unavailable() or self.refuses(q, causal)
 
 
 def _nested_refuses(q: Tensor, causal: bool) -> str | None:
@@ -171,27 +173,46 @@ def _nested_refuses(q: Tensor, causal: bool) -> str | None:
 
 
 def _xformers_refuses(q: Tensor, causal: bool) -> str | None:
-    reason = xformers_unavailable_reason()
-    if reason is not None:
-        return reason
     if q.device.type != "cuda":
         return f"xformers runs on CUDA tensors only, got {q.device.type}"
     return None
 
 
+_SDPA_LOOP = _VarlenBackend(
+    varlen_sdpa_loop_attention, ("cpu", "cuda", "mps"), description="one fused SDPA call per sequence"
+)
+
+# Every dense backend of formers.core.attention has an entry under its own name, so that MultiHeadAttention(backend=)
+# and use_backend() reach the packed path too: "sdpa" is the per-sequence SDPA loop.
 VARLEN_BACKENDS: dict[str, _VarlenBackend] = {
-    "reference": _VarlenBackend(varlen_reference_attention, ()),
-    "sdpa_loop": _VarlenBackend(varlen_sdpa_loop_attention, ("cpu", "cuda", "mps")),
-    "sdpa_blockmask": _VarlenBackend(varlen_sdpa_blockmask_attention, ("cpu", "mps")),
-    "nested": _VarlenBackend(varlen_nested_attention, (), _nested_refuses),
-    "xformers": _VarlenBackend(varlen_xformers_attention, ("cuda",), _xformers_refuses),
+    "reference": _VarlenBackend(varlen_reference_attention, (), description="plain math per sequence (the oracle)"),
+    "sdpa": dataclasses.replace(_SDPA_LOOP, description="alias of sdpa_loop (the varlen path of backend='sdpa')"),
+    "sdpa_loop": _SDPA_LOOP,
+    "sdpa_blockmask": _VarlenBackend(
+        varlen_sdpa_blockmask_attention, ("cpu", "mps"), description="one SDPA call, dense block-diagonal mask"
+    ),
+    "nested": _VarlenBackend(
+        varlen_nested_attention, (), _nested_refuses, description="SDPA on torch.nested jagged tensors (no causal)"
+    ),
+    "xformers": _VarlenBackend(
+        varlen_xformers_attention,
+        ("cuda",),
+        _xformers_refuses,
+        xformers_unavailable_reason,
+        "xformers BlockDiagonalMask + memory_efficient_attention (CUDA)",
+    ),
 }
+
+
+def varlen_backend_unavailable(name: str) -> str | None:
+    """Why varlen backend ``name`` cannot run on this machine at all (``None``: it can), for the listing."""
+    return VARLEN_BACKENDS[name].unavailable()
 
 
 def _auto_backend(q: Tensor, causal: bool) -> str:
     """xformers on CUDA when it can run; else one SDPA call per sequence (fastest measured on CPU at every size
     tried, from 64 sequences of 1-32 tokens to 32 of 64-1024: see benchmarks/varlen.py)."""
-    if q.device.type == "cuda" and _xformers_refuses(q, causal) is None:
+    if q.device.type == "cuda" and VARLEN_BACKENDS["xformers"].refusal(q, causal) is None:
         return "xformers"
     return "sdpa_loop"
 
@@ -221,7 +242,9 @@ def varlen_attention(
         scale: score scale, default ``head_dim ** -0.5``.
         dropout_p: dropout on the attention probabilities (training only).
         backend: ``"auto"`` or a name of :data:`VARLEN_BACKENDS`; a forced backend that cannot serve the call raises
-            :class:`~formers.core.attention.BackendUnavailableError` saying why.
+            :class:`~formers.core.attention.BackendUnavailableError` saying why. Under ``"auto"``, a backend forced
+            with :func:`~formers.core.attention.use_backend` is used (each dense backend has a varlen entry of
+            the same name).
 
     Shapes:
         - q: ``(total_q, heads, head_dim)``; k: ``(total_k, heads, head_dim)``; v: ``(total_k, heads, head_dim_v)``
@@ -231,12 +254,19 @@ def varlen_attention(
     cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
     _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, dropout_p)
     del max_seqlen_q, max_seqlen_k
+    if backend == "auto" and (forced := forced_backend()) is not None:
+        if forced not in VARLEN_BACKENDS:
+            raise BackendUnavailableError(
+                f"attention backend {forced!r} (forced by use_backend) has no varlen kernel for packed tokens; "
+                f"varlen backends: {sorted(VARLEN_BACKENDS)}"
+            )
+        backend = forced
     if backend == "auto":
         backend = _auto_backend(q, causal)
     elif backend not in VARLEN_BACKENDS:
         raise ValueError(f"unknown varlen backend {backend!r}; choose 'auto' or one of {sorted(VARLEN_BACKENDS)}")
     impl = VARLEN_BACKENDS[backend]
-    reason = impl.refuses(q, causal)
+    reason = impl.refusal(q, causal)
     if reason is not None:
         raise BackendUnavailableError(f"varlen backend {backend!r} cannot serve this call: {reason}")
     return impl.kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p)

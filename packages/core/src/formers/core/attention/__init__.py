@@ -7,6 +7,7 @@ from formers.core.attention.api import (
     BackendInfo,
     attention,
     available_backends,
+    forced_backend,
     list_backends,
     mask_to_bias,
     use_backend,
@@ -22,6 +23,7 @@ from formers.core.attention.backends import (
 __all__ = [
     "attention",
     "use_backend",
+    "forced_backend",
     "mask_to_bias",
     "list_backends",
     "available_backends",

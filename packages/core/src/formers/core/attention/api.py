@@ -27,10 +27,12 @@ from formers.core.attention.backends import (
     get_backend,
     select_backend,
 )
+from formers.kernels.masks import check_key_padding_mask
 
 __all__ = [
     "attention",
     "use_backend",
+    "forced_backend",
     "mask_to_bias",
     "BackendInfo",
     "BackendUnavailableError",
@@ -39,6 +41,15 @@ __all__ = [
 ]
 
 _forced_backend: ContextVar[str | None] = ContextVar("formers_attention_backend", default=None)
+
+
+def forced_backend() -> str | None:
+    """The backend forced by the innermost :func:`use_backend` block, ``None`` outside one (or under ``"auto"``).
+
+    Other dispatchers (the packed/varlen path in :mod:`formers.core.varlen`) read it so one ``use_backend`` block
+    routes every attention call of a model.
+    """
+    return _forced_backend.get()
 
 
 @contextlib.contextmanager
@@ -126,7 +137,7 @@ def _validate(
     if v.shape[-2] != len_k:
         raise ValueError(f"attention: k and v lengths differ: {len_k} vs {v.shape[-2]}")
     if attn_bias is not None:
-        _check_mask_tensor("attn_bias", attn_bias, q, want_bool=False)
+        _check_bias_tensor(attn_bias, q)
         try:
             shape = torch.broadcast_shapes(attn_bias.shape, (batch, heads, len_q, len_k))
         except RuntimeError:
@@ -137,12 +148,7 @@ def _validate(
                 f"(batch, heads, len_q, len_k) = {(batch, heads, len_q, len_k)}"
             )
     if key_padding_mask is not None:
-        _check_mask_tensor("key_padding_mask", key_padding_mask, q, want_bool=True)
-        if key_padding_mask.shape != (batch, len_k):
-            raise ValueError(
-                f"attention: key_padding_mask must have shape (batch, len_k) = {(batch, len_k)}, "
-                f"got {tuple(key_padding_mask.shape)}"
-            )
+        check_key_padding_mask("attention", key_padding_mask, (batch, len_k), q.device)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"attention: dropout_p must be in [0, 1), got {dropout_p}")
     return AttentionCall(
@@ -159,20 +165,18 @@ def _validate(
     )
 
 
-def _check_mask_tensor(name: str, mask: Tensor, q: Tensor, *, want_bool: bool) -> None:
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.device != q.device:
-        raise ValueError(f"attention: {name} is on {mask.device} but q is on {q.device}")
-    if want_bool and mask.dtype != torch.bool:
-        raise TypeError(f"attention: {name} must be torch.bool (True = padding), got {mask.dtype}")
-    if not want_bool and not mask.is_floating_point():
+def _check_bias_tensor(bias: Tensor, q: Tensor) -> None:
+    if not isinstance(bias, Tensor):
+        raise TypeError(f"attention: attn_bias must be a torch.Tensor, got {type(bias).__name__}")
+    if bias.device != q.device:
+        raise ValueError(f"attention: attn_bias is on {bias.device} but q is on {q.device}")
+    if not bias.is_floating_point():
         hint = (
             " (convert a boolean keep-mask with formers.core.attention.mask_to_bias)"
-            if mask.dtype == torch.bool
+            if bias.dtype == torch.bool
             else ""
         )
-        raise TypeError(f"attention: {name} must be a floating tensor, got {mask.dtype}{hint}")
+        raise TypeError(f"attention: attn_bias must be a floating tensor, got {bias.dtype}{hint}")
 
 
 @dataclass(frozen=True)

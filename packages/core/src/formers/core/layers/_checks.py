@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["check_input", "check_tokens"]
+from formers.kernels.masks import check_key_padding_mask
+
+__all__ = ["check_input", "check_tokens", "check_key_padding_mask"]
 
 
 def check_input(name: str, x: Tensor, *, ndim: int, floating: bool | None = None, dims: str = "") -> None:

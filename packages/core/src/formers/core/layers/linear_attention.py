@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from formers.core.layers._checks import check_tokens
+from formers.core.layers._checks import check_key_padding_mask, check_tokens
 from formers.kernels.linear import (
     causal_linear_attention,
     favor_feature_map,
@@ -156,14 +156,7 @@ class LinearAttention(nn.Module):
             return
         if self.causal:
             raise ValueError(f"{name}: key_padding_mask is not supported with causal=True (pad on the right instead)")
-        if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-            got = getattr(key_padding_mask, "dtype", type(key_padding_mask).__name__)
-            raise TypeError(f"{name}: key_padding_mask must be a bool tensor, got {got}")
-        if key_padding_mask.shape != x.shape[:2]:
-            raise ValueError(
-                f"{name}: key_padding_mask must have shape (batch, length) = {tuple(x.shape[:2])}, "
-                f"got {tuple(key_padding_mask.shape)}"
-            )
+        check_key_padding_mask(name, key_padding_mask, tuple(x.shape[:2]), x.device)
 
     def extra_repr(self) -> str:
         extra = f", nb_features={self.nb_features}" if self.kind == "performer" else ""

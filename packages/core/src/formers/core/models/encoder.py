@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from formers.core.layers import LayerType, LearnedPositionalEmbedding, TransformerBlock, get_norm_layer, init_weights
+from formers.core.layers._checks import check_key_padding_mask
 from formers.core.models.base import FormersModel, check_input
 from formers.core.registry import register_model
 
@@ -196,16 +197,7 @@ class TransformerClassifier(FormersModel):
             raise ValueError(f"tokens has length {tokens.shape[1]} > max_len={self.max_len} of this model")
         if key_padding_mask is None:
             return
-        check_input("key_padding_mask", key_padding_mask, ndim=2, dims="(batch, length)")
-        if key_padding_mask.dtype != torch.bool:
-            raise TypeError(f"key_padding_mask must be torch.bool (True = padding), got {key_padding_mask.dtype}")
-        if key_padding_mask.shape != tokens.shape:
-            raise ValueError(
-                f"key_padding_mask shape {tuple(key_padding_mask.shape)} differs from tokens shape "
-                f"{tuple(tokens.shape)}"
-            )
-        if key_padding_mask.device != tokens.device:
-            raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but tokens are on {tokens.device}")
+        check_key_padding_mask(type(self).__name__, key_padding_mask, tuple(tokens.shape), tokens.device)
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, Any]:
         """Random tokens of length ``max_len``; sample ``i`` has its last ``i % max_len`` tokens marked as padding."""
