@@ -1,1 +1,56 @@
-"""formers.timeseries: Time-series forecasting transformers (Informer, Autoformer, iTransformer) on the formers core."""
+"""formers.timeseries: Time-series forecasting transformers (Informer, Autoformer, iTransformer) on the formers core.
+
+* :func:`create_model` / :func:`list_models`: the registered forecasters (Time-Series-Library hyper-parameter names).
+* :class:`ForecastDataModule`: windows of any CSV with a date column (TSLib / Informer splits and scaling).
+* :class:`ForecastTask`: the LightningModule that trains them (MSE, standardized-scale metrics).
+* :func:`forecast`: the next ``pred_len`` steps of a CSV from a trained checkpoint, in the CSV's units.
+
+The Lightning-based names are imported lazily, so ``import formers.timeseries.models`` (the registry's entry point)
+stays light.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from formers.core import registry
+
+if TYPE_CHECKING:
+    from formers.timeseries.data import ForecastDataModule
+    from formers.timeseries.forecast import forecast
+    from formers.timeseries.task import ForecastTask
+
+__all__ = ["create_model", "list_models", "ForecastDataModule", "ForecastTask", "forecast"]
+
+DOMAIN = "timeseries"
+_LAZY = {
+    "ForecastDataModule": "formers.timeseries.data",
+    "ForecastTask": "formers.timeseries.task",
+    "forecast": "formers.timeseries.forecast",
+}
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered time-series model names (optionally filtered by a glob ``pattern``)."""
+    return registry.list_models(pattern, domain=DOMAIN)
+
+
+def create_model(name: str, **hparams: Any) -> nn.Module:
+    """Build a registered time-series model, e.g. ``create_model("itransformer", seq_len=96, pred_len=96, enc_in=7)``.
+
+    Raises:
+        ValueError: when ``name`` is not a time-series model (the message lists the available ones).
+    """
+    names = list_models()
+    if name not in names:
+        raise ValueError(f"unknown time-series model {name!r}; available: {', '.join(names) or '(none registered)'}")
+    return registry.create_model(name, **hparams)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,192 @@
+"""ForecastDataModule: the TSLib / Informer protocol (ETTh1 borders, train-only scaler, windows), features M/S/MS,
+loaders and clear errors for bad CSVs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from formers.timeseries.data import ForecastDataModule, read_series, split_borders
+from formers.timeseries.timefeatures import time_features
+
+L, H = 96, 96
+
+
+@pytest.fixture(scope="module")
+def ett(etth1):
+    dm = ForecastDataModule(str(etth1), seq_len=L, label_len=48, pred_len=H)
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture(scope="module")
+def raw(etth1) -> pd.DataFrame:
+    return pd.read_csv(etth1)
+
+
+def test_etth1_window_counts(ett):
+    assert ett.split == "ett_hour"  # detected from the file name
+    assert {k: len(v) for k, v in ett.datasets.items()} == {"train": 8449, "val": 2785, "test": 2785}
+    assert ett.borders == {"train": (0, 8640), "val": (8544, 11520), "test": (11424, 14400)}
+
+
+def test_etth1_scaler_uses_train_rows_only(ett, raw):
+    train = raw.iloc[:8640, 1:].to_numpy(np.float64)
+    np.testing.assert_allclose(ett.scaler.mean, train.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(ett.scaler.std, train.std(axis=0), rtol=1e-12)  # population std, as sklearn
+    everything = raw.iloc[:, 1:].to_numpy(np.float64)
+    assert not np.allclose(ett.scaler.mean, everything.mean(axis=0))
+
+
+def test_etth1_first_windows(ett, raw):
+    values = (raw.iloc[:, 1:].to_numpy(np.float64) - ett.scaler.mean) / ett.scaler.std
+    for stage, first in (("train", 0), ("val", 8544), ("test", 11424)):
+        inputs, target = ett.datasets[stage][0]
+        assert ett.datasets[stage].offset == first
+        np.testing.assert_allclose(inputs["x_enc"].numpy(), values[first : first + L], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(target.numpy(), values[first + L : first + L + H], rtol=1e-5, atol=1e-6)
+        marks = time_features(pd.to_datetime(raw["date"].iloc[first : first + L + H]), "h")
+        np.testing.assert_array_equal(inputs["x_mark_enc"].numpy(), marks[:L])
+        np.testing.assert_array_equal(inputs["x_mark_dec"].numpy(), marks[L - 48 :])
+    # the last test window's target ends on row 14399
+    _, target = ett.datasets["test"][len(ett.datasets["test"]) - 1]
+    np.testing.assert_allclose(target[-1].numpy(), values[14399], rtol=1e-5, atol=1e-6)
+
+
+def test_etth1_rows_after_14400_never_used(etth1, ett, raw, tmp_path):
+    poisoned = raw.copy()
+    poisoned.iloc[14400:, 1:] = 1e6
+    path = tmp_path / "ETTh1.csv"
+    poisoned.to_csv(path, index=False)
+    other = ForecastDataModule(str(path), seq_len=L, label_len=48, pred_len=H)
+    other.setup("fit")
+    np.testing.assert_array_equal(other.scaler.mean, ett.scaler.mean)
+    for stage in ("train", "val", "test"):
+        assert torch.equal(other.datasets[stage].values, ett.datasets[stage].values)
+
+
+def test_decoder_input_layout(ett):
+    inputs, _ = ett.datasets["val"][5]
+    assert inputs["x_dec"].shape == (48 + H, 7)
+    assert torch.equal(inputs["x_dec"][:48], inputs["x_enc"][-48:])  # label part: end of the input window
+    assert torch.count_nonzero(inputs["x_dec"][48:]) == 0  # no future values leak
+
+
+@pytest.mark.parametrize(("features", "channels"), [("M", 7), ("MS", 7), ("S", 1)])
+def test_features_shapes(etth1, features, channels):
+    dm = ForecastDataModule(str(etth1), seq_len=L, label_len=48, pred_len=H, features=features, batch_size=4)
+    inputs, target = next(iter(dm.val_dataloader()))
+    assert inputs["x_enc"].shape == (4, L, channels)
+    assert inputs["x_mark_enc"].shape == (4, L, 4)
+    assert inputs["x_dec"].shape == (4, 48 + H, channels)
+    assert inputs["x_mark_dec"].shape == (4, 48 + H, 4)
+    assert target.shape == (4, H, channels)
+    assert dm.columns[-1] == "OT" and dm.num_channels == channels
+
+
+def test_ratio_split_moves_target_last(tmp_path):
+    n = 1000
+    dates = pd.date_range("2020-01-01", periods=n, freq="h")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"OT": rng.normal(size=n), "date": dates, "a": rng.normal(size=n), "b": np.arange(n) * 1.0})
+    path = tmp_path / "custom.csv"
+    frame.to_csv(path, index=False)
+    dm = ForecastDataModule(str(path), seq_len=24, label_len=12, pred_len=12, batch_size=16)
+    dm.setup("fit")
+    assert dm.split == "ratio" and dm.columns == ["a", "b", "OT"]
+    assert dm.borders == {"train": (0, 700), "val": (676, 800), "test": (776, 1000)}
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [700 - 35, 124 - 35, 224 - 35]
+    np.testing.assert_allclose(dm.scaler.mean[1], np.arange(700).mean())
+    assert split_borders(n, 24, "ratio") == dm.borders
+
+
+def test_loaders_drop_policy(synthetic_csv):
+    dm = ForecastDataModule(str(synthetic_csv), seq_len=24, label_len=12, pred_len=12, batch_size=32, num_workers=0)
+    dm.setup("fit")
+    for stage, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        assert sum(target.shape[0] for _, target in loader) == len(dm.datasets[stage])  # no window dropped
+    assert len(dm.train_dataloader()) == len(dm.datasets["train"]) // 32
+    keep = ForecastDataModule(str(synthetic_csv), seq_len=24, label_len=12, pred_len=12, drop_last_train=False)
+    assert len(keep.train_dataloader()) == -(-len(keep.datasets["train"]) // 32)
+    assert (
+        ForecastDataModule(str(synthetic_csv), num_workers=2, seq_len=24, label_len=12, pred_len=12)
+        .val_dataloader()
+        .num_workers
+        == 2
+    )
+
+
+def test_state_dict_for_forecasting(synthetic_csv):
+    dm = ForecastDataModule(str(synthetic_csv), seq_len=24, label_len=12, pred_len=12, freq="t")
+    state = dm.state_dict()
+    assert state["columns"][-1] == "OT" and len(state["columns"]) == 7
+    assert state["freq"] == "min" and state["seq_len"] == 24 and state["pred_len"] == 12
+    assert state["split"] == "ratio" and state["features"] == "M"
+    assert all(isinstance(v, float) for v in state["mean"] + state["std"])
+    dm.load_state_dict(state)  # same data: accepted
+    with pytest.raises(ValueError, match="pred_len"):
+        dm.load_state_dict({**state, "pred_len": 48})
+
+
+def _write(tmp_path, frame, name="bad.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _frame(n=200):
+    return pd.DataFrame(
+        {"date": pd.date_range("2020-01-01", periods=n, freq="h"), "a": np.arange(n) * 1.0, "OT": np.ones(n)}
+    )
+
+
+def test_error_missing_columns(tmp_path):
+    with pytest.raises(ValueError, match="no date column 'date'"):
+        read_series(_write(tmp_path, _frame().rename(columns={"date": "time"})))
+    with pytest.raises(ValueError, match="no target column 'OT'"):
+        read_series(_write(tmp_path, _frame().rename(columns={"OT": "y"})))
+    with pytest.raises(ValueError, match=r"missing columns \['b'\]"):
+        read_series(_write(tmp_path, _frame()), columns=["a", "b", "OT"])
+    with pytest.raises(ValueError, match="not found"):
+        read_series(tmp_path / "nope.csv")
+
+
+def test_error_non_numeric_and_nan(tmp_path):
+    frame = _frame().astype({"a": object})
+    frame.loc[17, "a"] = "n/a?"
+    with pytest.raises(ValueError, match=r"column 'a' has a non-numeric value 'n/a\?' at row 17"):
+        read_series(_write(tmp_path, frame))
+    frame = _frame()
+    frame.loc[42, "OT"] = np.nan
+    with pytest.raises(ValueError, match=r"column 'OT' has a missing value \(NaN\) at row 42"):
+        ForecastDataModule(_write(tmp_path, frame), seq_len=8, label_len=4, pred_len=4).setup("fit")
+    frame = _frame().astype({"date": object})
+    frame.loc[3, "date"] = "not a date"
+    with pytest.raises(ValueError, match="not dates"):
+        read_series(_write(tmp_path, frame))
+
+
+def test_error_too_few_rows(tmp_path):
+    with pytest.raises(ValueError, match="too few for one window"):
+        ForecastDataModule(_write(tmp_path, _frame(50)), seq_len=48, label_len=24, pred_len=24).setup("fit")
+    with pytest.raises(ValueError, match="the val split has .* too few"):
+        ForecastDataModule(_write(tmp_path, _frame(200)), seq_len=48, label_len=24, pred_len=24).setup("fit")
+    with pytest.raises(ValueError, match="needs 14400 rows"):
+        ForecastDataModule(_write(tmp_path, _frame(), "ETTh1.csv"), seq_len=8, label_len=4, pred_len=4).setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"features": "X"}, "features must be one of"),
+        ({"freq": "fortnight"}, "unknown frequency"),
+        ({"split": "random"}, "split must be one of"),
+        ({"label_len": 100}, "label_len"),
+        ({"pred_len": 0}, "pred_len"),
+    ],
+)
+def test_error_bad_options(synthetic_csv, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ForecastDataModule(str(synthetic_csv), **{"seq_len": 24, "label_len": 12, "pred_len": 12, **kwargs})
