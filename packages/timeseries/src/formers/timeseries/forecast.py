@@ -17,6 +17,8 @@ Command line: ``formers-timeseries predict --ckpt best.ckpt --csv my.csv --out f
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +62,11 @@ def infer_step(dates: pd.Series | pd.DatetimeIndex) -> str | pd.Timedelta:
     if len(index) < 2:
         raise ValueError("need at least two dates to infer the step of the series")
     tail = index[-min(len(index), 200) :]
-    freq = pd.infer_freq(tail) if len(tail) >= 3 else None
-    if freq is not None:
-        return freq
+    if len(tail) >= 3:
+        with pd.option_context("future.infer_freq_returns_offset", True):  # pandas 3: offsets, not strings
+            offset = pd.infer_freq(tail)
+        if offset is not None:
+            return offset.freqstr
     diffs = pd.Series(tail[1:] - tail[:-1])
     step = diffs.mode().iloc[0]
     if step <= pd.Timedelta(0):
@@ -274,3 +278,19 @@ def forecast_test_split(
     Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
     return table
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`forecast`.
+
+    ``formers.timeseries`` exports the function ``forecast`` lazily (importing it eagerly would load Lightning for
+    every registry user). Once this submodule is imported, Python binds the *module* to ``formers.timeseries.forecast``,
+    shadowing the function; making the module callable keeps ``from formers.timeseries import forecast`` working as
+    the function either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        return forecast(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanSquaredError
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric
 
 from formers.core.registry import create_model
 
@@ -50,8 +51,8 @@ class ForecastTask(LightningModule):
         self.model = create_model(model, **(model_kwargs or {}))
         self.features: Literal["M", "S", "MS"] = "M"
         # float64 sums over the whole split: the epoch value is the exact global mean
-        self.val_mse, self.val_mae = MeanSquaredError().double(), MeanAbsoluteError().double()
-        self.test_mse, self.test_mae = MeanSquaredError().double(), MeanAbsoluteError().double()
+        self.val_mse, self.val_mae = _float64(MeanSquaredError()), _float64(MeanAbsoluteError())
+        self.test_mse, self.test_mae = _float64(MeanSquaredError()), _float64(MeanAbsoluteError())
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -117,3 +118,8 @@ class ForecastTask(LightningModule):
         """The forecast ``(B, pred_len, c_out)`` on the standardized scale."""
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(inputs)
+
+
+def _float64(metric: Metric) -> Metric:
+    """Accumulate in float64 (``Metric.double()`` is a no-op by design in torchmetrics; ``set_dtype`` is not)."""
+    return metric.set_dtype(torch.float64)
