@@ -31,6 +31,7 @@ def _timm_pair(name: str, **kwargs) -> tuple[torch.nn.Module, PoolingVisionTrans
     """timm's randomly initialised model and ours with its weights, both in eval mode."""
     torch.manual_seed(0)
     ref = timm.create_model(name, pretrained=False, **kwargs).eval()
+    assert type(ref).__module__ == "timm.models.pit"  # timm's own implementation, not a formers_* wrapper
     ours = create_model(name, **kwargs).eval()
     ours.load_state_dict(checkpoint_filter_fn(ref.state_dict(), ours), strict=True)
     return ref, ours

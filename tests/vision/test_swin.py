@@ -32,6 +32,7 @@ def _timm_pair(name: str, **kwargs) -> tuple[torch.nn.Module, SwinTransformer]:
     """timm's randomly initialised model and ours with its weights, both in eval mode."""
     torch.manual_seed(0)
     ref = timm.create_model(name, pretrained=False, **kwargs).eval()
+    assert type(ref).__module__ == "timm.models.swin_transformer"  # timm's own implementation, not a formers_* wrapper
     ours = create_model(name, **kwargs).eval()
     ours.load_state_dict(checkpoint_filter_fn(ref.state_dict(), ours), strict=True)
     return ref, ours

@@ -11,7 +11,9 @@ arXiv 2103.14030), after the official ``microsoft/Swin-Transformer`` (``models/s
 
 As in the official code, the resolution is fixed at construction (``img_size``): the shift masks are buffers. Where
 a stage's map is not larger than the window, the window shrinks to the map and the shift is dropped (stage 4 of
-Swin-T at 224). Parameter and buffer names equal timm's (173 keys for Swin-T), so timm state dicts load as they are;
+Swin-T at 224); for non-square maps this is decided per axis, as in timm (the official code has square maps only).
+
+Parameter and buffer names equal timm's (173 keys for Swin-T), so timm state dicts load as they are;
 :func:`checkpoint_filter_fn` maps official checkpoints (190 keys) and resizes relative position tables.
 """
 
