@@ -228,3 +228,19 @@ def test_torch_export_and_compile():
     x = small.example_inputs(2)["x"]
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(small, backend="aot_eager")(x), small(x), **TOL)
+
+
+def test_bf16_autocast_and_bf16_weights_with_one_input_channel():
+    """The shift mask and the cached bias follow the compute dtype (a float32 mask broke fp16 Swin elsewhere)."""
+    model = swin.swin_tiny_patch4_window7_224(in_chans=1, **swin._TINY).eval()
+    x = model.example_inputs(2)["x"]
+    assert x.shape == (2, 1, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x)
+        half = model.to(torch.bfloat16)(x.bfloat16())
+    assert model.layers[0].blocks[1].attn_mask.dtype == torch.bfloat16
+    for out in (mixed, half):
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), expected, atol=5e-2, rtol=5e-2)
