@@ -210,3 +210,178 @@ def copy_by_order(src: nn.Module, dst: nn.Module) -> None:
         for s, d in zip(src_params, dst_params, strict=True):
             assert s.numel() == d.numel(), (s.shape, d.shape)
             d.copy_(s.reshape(d.shape))
+
+
+# ------------------------------------------------------------------------------------------------ Informer
+class ProbAttention(nn.Module):
+    """Informer2020 ``models/attn.py`` ProbAttention on ``(B, L, H, D)``; ``bare_squeeze=True`` is TSLib's bug."""
+
+    def __init__(self, mask_flag=True, factor=5, bare_squeeze=False):
+        super().__init__()
+        self.factor, self.mask_flag, self.bare_squeeze = factor, mask_flag, bare_squeeze
+
+    def _prob_QK(self, Q, K, sample_k, n_top):
+        B, H, L_K, E = K.shape
+        _, _, L_Q, _ = Q.shape
+        K_expand = K.unsqueeze(-3).expand(B, H, L_Q, L_K, E)
+        index_sample = torch.randint(L_K, (L_Q, sample_k))
+        K_sample = K_expand[:, :, torch.arange(L_Q).unsqueeze(1), index_sample, :]
+        Q_K_sample = torch.matmul(Q.unsqueeze(-2), K_sample.transpose(-2, -1))
+        Q_K_sample = Q_K_sample.squeeze() if self.bare_squeeze else Q_K_sample.squeeze(-2)
+        M = Q_K_sample.max(-1)[0] - torch.div(Q_K_sample.sum(-1), L_K)
+        M_top = M.topk(n_top, sorted=False)[1]
+        Q_reduce = Q[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], M_top, :]
+        return torch.matmul(Q_reduce, K.transpose(-2, -1)), M_top
+
+    def forward(self, queries, keys, values):
+        B, L_Q, H, D = queries.shape
+        _, L_K, _, _ = keys.shape
+        queries, keys, values = queries.transpose(2, 1), keys.transpose(2, 1), values.transpose(2, 1)
+        U_part = self.factor * int(math.ceil(math.log(L_K)))
+        u = self.factor * int(math.ceil(math.log(L_Q)))
+        U_part = U_part if U_part < L_K else L_K
+        u = u if u < L_Q else L_Q
+        scores_top, index = self._prob_QK(queries, keys, sample_k=U_part, n_top=u)
+        scores_top = scores_top * (1.0 / math.sqrt(D))
+        if not self.mask_flag:
+            V_sum = values.mean(dim=-2)
+            context = V_sum.unsqueeze(-2).expand(B, H, L_Q, V_sum.shape[-1]).clone()
+        else:
+            context = values.cumsum(dim=-2)
+        if self.mask_flag:
+            _mask = torch.ones(L_Q, scores_top.shape[-1], dtype=torch.bool).triu(1)
+            _mask_ex = _mask[None, None, :].expand(B, H, L_Q, scores_top.shape[-1])
+            indicator = _mask_ex[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], index, :]
+            scores_top = scores_top.masked_fill(indicator.view(scores_top.shape), -math.inf)
+        attn = torch.softmax(scores_top, dim=-1)
+        context[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], index, :] = torch.matmul(
+            attn, values
+        ).type_as(context)
+        return context.transpose(2, 1).contiguous()
+
+
+class FullAttention(nn.Module):
+    def __init__(self, mask_flag=True):
+        super().__init__()
+        self.mask_flag = mask_flag
+
+    def forward(self, queries, keys, values):
+        B, L, H, E = queries.shape
+        scores = torch.einsum("blhe,bshe->bhls", queries, keys)
+        if self.mask_flag:
+            scores = scores.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), -math.inf)
+        A = torch.softmax(scores / math.sqrt(E), dim=-1)
+        return torch.einsum("bhls,bshd->blhd", A, values).contiguous()
+
+
+class AttentionLayer(nn.Module):
+    def __init__(self, attention, d_model, n_heads, mix=False):
+        super().__init__()
+        self.inner_attention = attention
+        self.query_projection = nn.Linear(d_model, d_model)
+        self.key_projection = nn.Linear(d_model, d_model)
+        self.value_projection = nn.Linear(d_model, d_model)
+        self.out_projection = nn.Linear(d_model, d_model)
+        self.n_heads, self.mix = n_heads, mix
+
+    def forward(self, queries, keys, values):
+        B, L, _ = queries.shape
+        _, S, _ = keys.shape
+        H = self.n_heads
+        out = self.inner_attention(
+            self.query_projection(queries).view(B, L, H, -1),
+            self.key_projection(keys).view(B, S, H, -1),
+            self.value_projection(values).view(B, S, H, -1),
+        )
+        if self.mix:
+            out = out.transpose(2, 1).contiguous()
+        return self.out_projection(out.view(B, L, -1))
+
+
+class InformerReference(nn.Module):
+    """Informer2020 ``models/model.py`` (attn='prob', mix=True, distil=True, timeF, dropout 0), modules declared
+    in the order of :class:`formers.timeseries.models.informer.Informer` so that parameters copy by position."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        d, dff, H, c = cfg["d_model"], cfg["d_ff"], cfg["n_heads"], cfg["factor"]
+        self.cfg = cfg
+
+        def emb(c_in):
+            return nn.ModuleDict(
+                {
+                    "token": nn.Conv1d(c_in, d, 3, padding=1, padding_mode="circular", bias=False),
+                    "time": nn.Linear(4, d, bias=False),
+                }
+            )
+
+        def ffn():
+            return nn.ModuleDict({"conv1": nn.Conv1d(d, dff, 1), "conv2": nn.Conv1d(dff, d, 1)})
+
+        self.enc_emb, self.dec_emb = emb(cfg["enc_in"]), emb(cfg["dec_in"])
+        self.enc_layers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "attn": AttentionLayer(ProbAttention(False, c), d, H),
+                    "norm1": nn.LayerNorm(d),
+                    "ffn": ffn(),
+                    "norm2": nn.LayerNorm(d),
+                }
+            )
+            for _ in range(cfg["e_layers"])
+        )
+        self.convs = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "down": nn.Conv1d(d, d, 3, padding=1, padding_mode="circular"),
+                    "norm": nn.BatchNorm1d(d),
+                }
+            )
+            for _ in range(cfg["e_layers"] - 1)
+        )
+        self.enc_norm = nn.LayerNorm(d)
+        self.dec_layers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "self": AttentionLayer(ProbAttention(True, c), d, H, mix=True),
+                    "norm1": nn.LayerNorm(d),
+                    "cross": AttentionLayer(FullAttention(False), d, H),
+                    "norm2": nn.LayerNorm(d),
+                    "ffn": ffn(),
+                    "norm3": nn.LayerNorm(d),
+                }
+            )
+            for _ in range(cfg["d_layers"])
+        )
+        self.dec_norm = nn.LayerNorm(d)
+        self.projection = nn.Linear(d, cfg["c_out"])
+        pos = torch.arange(5000.0)[:, None]
+        div = torch.exp(torch.arange(0, d, 2).float() * -(math.log(10000.0) / d))
+        pe = torch.zeros(5000, d)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+        self.register_buffer("pe", pe[None], persistent=False)
+
+    def _embed(self, emb, x, mark):
+        return emb["token"](x.permute(0, 2, 1)).transpose(1, 2) + self.pe[:, : x.shape[1]] + emb["time"](mark)
+
+    @staticmethod
+    def _ffn(ffn, x):
+        y = F.gelu(ffn["conv1"](x.transpose(-1, 1)))
+        return ffn["conv2"](y).transpose(-1, 1)
+
+    def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
+        x = self._embed(self.enc_emb, x_enc, x_mark_enc)
+        for i, layer in enumerate(self.enc_layers):
+            x = layer["norm1"](x + layer["attn"](x, x, x))
+            x = layer["norm2"](x + self._ffn(layer["ffn"], x))
+            if i < len(self.convs):
+                conv = self.convs[i]
+                y = F.elu(conv["norm"](conv["down"](x.permute(0, 2, 1))))
+                x = F.max_pool1d(y, kernel_size=3, stride=2, padding=1).transpose(1, 2)
+        enc_out = self.enc_norm(x)
+        x = self._embed(self.dec_emb, x_dec, x_mark_dec)
+        for layer in self.dec_layers:
+            x = layer["norm1"](x + layer["self"](x, x, x))
+            x = layer["norm2"](x + layer["cross"](x, enc_out, enc_out))
+            x = layer["norm3"](x + self._ffn(layer["ffn"], x))
+        return self.projection(self.dec_norm(x))[:, -self.cfg["pred_len"] :, :]
