@@ -15,6 +15,8 @@ Backends of :func:`varlen_attention` (``backend=``):
   (any device; memory ``O(total²)``); 3-4x slower than the loop on CPU, kept as a second implementation.
 * ``"nested"``: SDPA on ``torch.nested`` jagged tensors (no causal); 4-10x slower than the loop on CPU in torch 2.10.
 * ``"xformers"``: xformers ``BlockDiagonalMask`` + ``memory_efficient_attention``, CUDA only; ``auto`` on CUDA.
+* ``"triton"``: the fused Triton kernel over ``cu_seqlens`` (:mod:`formers.kernels.triton.attention`), CUDA (CPU
+  only under ``TRITON_INTERPRET=1``); ``auto`` on CUDA when xformers cannot serve the call; no dropout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from formers.core.attention import BackendUnavailableError, forced_backend
 from formers.kernels.masks import check_key_padding_mask
+from formers.kernels.triton import triton_device_reason, triton_unavailable_reason
 from formers.kernels.varlen import (
     varlen_nested_attention,
     varlen_reference_attention,
@@ -160,19 +163,19 @@ class _VarlenBackend:
 
     kernel: Callable[..., Tensor]
     devices: tuple[str, ...]  # informational: where the kernel is meant to run
-    refuses: Callable[[Tensor, bool], str | None] = lambda q, causal: None  # call-level
+    refuses: Callable[[Tensor, bool, float], str | None] = lambda q, causal, dropout_p: None  # call-level
     unavailable: Callable[[], str | None] = lambda: None  # machine-level (library missing, no CUDA...)
     description: str = ""
 
-    def refusal(self, q: Tensor, causal: bool) -> str | None:
-        return self.unavailable() or self.refuses(q, causal)
+    def refusal(self, q: Tensor, causal: bool, dropout_p: float = 0.0) -> str | None:
+        return self.unavailable() or self.refuses(q, causal, dropout_p)
 
 
-def _nested_refuses(q: Tensor, causal: bool) -> str | None:
+def _nested_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
     return "jagged-tensor SDPA has no causal mode here" if causal else None
 
 
-def _xformers_refuses(q: Tensor, causal: bool) -> str | None:
+def _xformers_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
     if q.device.type != "cuda":
         return f"xformers runs on CUDA tensors only, got {q.device.type}"
     return None
@@ -204,16 +207,45 @@ VARLEN_BACKENDS: dict[str, _VarlenBackend] = {
 }
 
 
+def _triton_varlen(q, k, v, cu_q, cu_k, *, causal=False, scale=None, dropout_p=0.0) -> Tensor:
+    from formers.kernels.triton.attention import triton_varlen_attention  # imports triton on first use only
+
+    return triton_varlen_attention(q, k, v, cu_q, cu_k, causal=causal, scale=scale, dropout_p=dropout_p)
+
+
+def _triton_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
+    reason = triton_device_reason(q.device)
+    if reason is not None:
+        return reason
+    if dropout_p > 0.0:
+        return "the Triton kernel has no attention dropout (use sdpa_loop, or dropout_p=0)"
+    if q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return f"the Triton kernel takes float32/bfloat16/float16, got {q.dtype}"
+    return None
+
+
+VARLEN_BACKENDS["triton"] = _VarlenBackend(
+    _triton_varlen,
+    ("cuda",),
+    _triton_refuses,
+    triton_unavailable_reason,
+    "fused Triton kernel over cu_seqlens (no per-sequence loop, no mask tensor) - CUDA",
+)
+
+
 def varlen_backend_unavailable(name: str) -> str | None:
     """Why varlen backend ``name`` cannot run on this machine at all (``None``: it can), for the listing."""
     return VARLEN_BACKENDS[name].unavailable()
 
 
-def _auto_backend(q: Tensor, causal: bool) -> str:
-    """xformers on CUDA when it can run; else one SDPA call per sequence (fastest measured on CPU at every size
-    tried, from 64 sequences of 1-32 tokens to 32 of 64-1024: see benchmarks/varlen.py)."""
-    if q.device.type == "cuda" and VARLEN_BACKENDS["xformers"].refusal(q, causal) is None:
-        return "xformers"
+def _auto_backend(q: Tensor, causal: bool, dropout_p: float) -> str:
+    """xformers, then the Triton kernel, on CUDA when they can serve the call; else one SDPA call per sequence
+    (fastest measured on CPU at every size tried, from 64 sequences of 1-32 tokens to 32 of 64-1024: see
+    benchmarks/varlen.py)."""
+    if q.device.type == "cuda":
+        for name in ("xformers", "triton"):  # one fused kernel over the packed batch beats a per-sequence loop
+            if VARLEN_BACKENDS[name].refusal(q, causal, dropout_p) is None:
+                return name
     return "sdpa_loop"
 
 
@@ -262,11 +294,11 @@ def varlen_attention(
             )
         backend = forced
     if backend == "auto":
-        backend = _auto_backend(q, causal)
+        backend = _auto_backend(q, causal, dropout_p)
     elif backend not in VARLEN_BACKENDS:
         raise ValueError(f"unknown varlen backend {backend!r}; choose 'auto' or one of {sorted(VARLEN_BACKENDS)}")
     impl = VARLEN_BACKENDS[backend]
-    reason = impl.refusal(q, causal)
+    reason = impl.refusal(q, causal, dropout_p)
     if reason is not None:
         raise BackendUnavailableError(f"varlen backend {backend!r} cannot serve this call: {reason}")
     return impl.kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from formers.kernels.reference import reference_attention
 from formers.kernels.sdpa import sdpa_attention
+from formers.kernels.triton import triton_device_reason, triton_unavailable_reason
 from formers.kernels.xformers_ops import xformers_attention, xformers_unavailable_reason
 
 __all__ = ["AttentionCall", "AttentionBackend", "BackendUnavailableError", "register_backend", "get_backend"]
@@ -139,5 +140,41 @@ register_backend(
         priority={"cuda": 20},
         unavailable=xformers_unavailable_reason,
         rejects=_xformers_rejects,
+    )
+)
+
+
+def _triton_kernel(*args) -> Tensor:
+    from formers.kernels.triton.attention import triton_attention  # imports triton on first use only
+
+    return triton_attention(*args)
+
+
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _triton_rejects(call: AttentionCall) -> str | None:
+    reason = triton_device_reason(torch.device(call.device_type))
+    if reason is not None:
+        return reason
+    if call.dtype not in _TRITON_DTYPES:
+        return f"the Triton kernel takes float32/bfloat16/float16, got {call.dtype}"
+    if call.dropout:
+        return "the Triton kernel has no attention dropout (use sdpa, or dropout_p=0)"
+    if call.head_dim > 256:
+        return f"head_dim {call.head_dim} > 256 is not supported by the Triton kernel"
+    return None
+
+
+# auto on CUDA keeps SDPA first: the Triton kernel has not been timed against SDPA's flash / memory-efficient kernels
+# on a GPU yet (benchmarks/gpu_attention.py does that); it is chosen by auto when SDPA is absent or refuses a call.
+register_backend(
+    AttentionBackend(
+        name="triton",
+        kernel=_triton_kernel,
+        description="fused Triton kernel (online softmax, fp32 stats; bias/causal/padding; Triton backward) - CUDA",
+        priority={"cuda": 15},
+        unavailable=triton_unavailable_reason,
+        rejects=_triton_rejects,
     )
 )

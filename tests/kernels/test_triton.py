@@ -1,0 +1,220 @@
+"""Triton kernels against the plain-torch reference, forward and gradients, on CPU through Triton's interpreter.
+
+``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` before anything imports triton; shapes are tiny (the interpreter
+is 50-400x slower than torch). The dense attention backend also runs through every case of
+``tests/core/test_attention.py`` (it is registered as backend ``triton``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from formers.kernels.reference import reference_attention
+from formers.kernels.triton import interpreter_active
+from formers.kernels.triton.attention import triton_attention, triton_varlen_attention
+from formers.kernels.triton.ops import triton_add_norm, triton_bias_gelu, triton_masked_softmax
+from formers.kernels.varlen import varlen_reference_attention
+
+pytestmark = pytest.mark.skipif(
+    not interpreter_active() and not torch.cuda.is_available(), reason="needs CUDA or TRITON_INTERPRET=1"
+)
+TOL = {"atol": 2e-5, "rtol": 2e-5}
+
+
+def _grads(out, inputs, weight):
+    return torch.autograd.grad((out * weight).sum(), inputs)
+
+
+def _assert_all_close(got, want, tol=TOL):
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, i=i: f"tensor {i}: {m}")
+
+
+# ------------------------------------------------------------------------------------------------------- attention
+
+
+def _per_sequence_reference(q, k, v, cu, bias, causal):
+    """Reference attention per sequence, with the bias indexed by positions inside the sequence."""
+    outs = []
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+        n = b - a
+        if n == 0:
+            continue
+        qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
+        bs = bias[..., :n, :n] if bias is not None else None
+        outs.append(reference_attention(qs, ks, vs, bs, causal)[0].transpose(0, 1))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+def test_varlen_attention_forward_and_gradients(causal: bool, with_bias: bool) -> None:
+    lengths = [5, 1, 19, 0, 9]  # an empty sequence, a single token, one longer than a 16-row block
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    total, heads, dim = sum(lengths), 2, 8
+    q, k, v = (torch.randn(total, heads, dim, requires_grad=True) for _ in range(3))
+    bias = torch.randn(1, heads, 19, 19, requires_grad=True) if with_bias else None  # per head, per position pair
+    inputs = [q, k, v] + ([bias] if with_bias else [])
+    out = triton_varlen_attention(q, k, v, cu, cu, causal=causal, attn_bias=bias)
+    want = _per_sequence_reference(q, k, v, cu, bias, causal)
+    torch.testing.assert_close(out, want, **TOL)
+    weight = torch.randn_like(out)
+    _assert_all_close(_grads(out, inputs, weight), _grads(want, inputs, weight), {"atol": 1e-4, "rtol": 1e-4})
+
+
+def test_varlen_attention_cross_lengths_bottom_right_causal() -> None:
+    lens_q, lens_k = [3, 6, 2], [7, 6, 1]
+    cu_q = torch.tensor([0, 3, 9, 11], dtype=torch.int32)
+    cu_k = torch.tensor([0, 7, 13, 14], dtype=torch.int32)
+    q = torch.randn(sum(lens_q), 2, 8, requires_grad=True)
+    k, v = (torch.randn(sum(lens_k), 2, 8, requires_grad=True) for _ in range(2))
+    out = triton_varlen_attention(q, k, v, cu_q, cu_k, causal=True)
+    want = varlen_reference_attention(q, k, v, cu_q, cu_k, causal=True)
+    torch.testing.assert_close(out, want, **TOL)
+    assert (out[9] == 0).all()  # sequence 3: 2 queries, 1 key -> query 0 sees nothing
+    weight = torch.randn_like(out)
+    _assert_all_close(_grads(out, [q, k, v], weight), _grads(want, [q, k, v], weight), {"atol": 1e-4, "rtol": 1e-4})
+
+
+def test_attention_bf16_keeps_fp32_statistics() -> None:
+    """bf16 in, bf16 out; the softmax runs in fp32, so the error is bf16 rounding of the inputs/outputs only."""
+    q, k, v = (torch.randn(2, 2, 24, 16) for _ in range(3))
+    bias = torch.randn(1, 2, 24, 24) * 3
+    out = triton_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias.bfloat16(), True)
+    assert out.dtype == torch.bfloat16
+    want = reference_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias.bfloat16(), True)  # fp32 math
+    torch.testing.assert_close(out.float(), want.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_large_scores_do_not_overflow() -> None:
+    """Online softmax subtracts the running max: scores of 1e4 stay finite (a naive exp would overflow)."""
+    q = torch.full((1, 1, 20, 8), 30.0)
+    k = torch.full((1, 1, 20, 8), 30.0)
+    v = torch.randn(1, 1, 20, 8)
+    out = triton_attention(q, k, v)
+    torch.testing.assert_close(out, reference_attention(q, k, v), **TOL)
+
+
+def test_varlen_backend_through_core_dispatch() -> None:
+    from formers.core.attention import use_backend
+    from formers.core.layers import TransformerBlock
+    from formers.core.varlen import cu_seqlens_from_lengths, varlen_attention
+
+    lengths = [4, 7, 2]
+    cu = cu_seqlens_from_lengths(lengths)
+    q, k, v = (torch.randn(sum(lengths), 2, 8) for _ in range(3))
+    want = varlen_attention(q, k, v, cu, backend="reference")
+    torch.testing.assert_close(varlen_attention(q, k, v, cu, backend="triton"), want, **TOL)
+    block = TransformerBlock(16, 2)
+    x = torch.randn(sum(lengths), 16)
+    with use_backend("reference"):
+        expected = block(x, cu_seqlens=cu)
+    with use_backend("triton"):
+        torch.testing.assert_close(block(x, cu_seqlens=cu), expected, **TOL)
+    torch.testing.assert_close(TransformerBlock(16, 2, backend="triton").eval()(x, cu_seqlens=cu).shape, x.shape)
+
+
+def test_forcing_triton_on_cpu_without_interpreter_says_why() -> None:
+    code = (
+        "import torch\n"
+        "from formers.core.attention import attention, BackendUnavailableError, list_backends\n"
+        "from formers.core.varlen import varlen_attention\n"
+        "q = torch.randn(1, 1, 4, 8)\n"
+        "assert not next(i for i in list_backends() if i.name == 'triton').available\n"
+        "for call in (lambda: attention(q, q, q, backend='triton'),\n"
+        "             lambda: varlen_attention(q[0].transpose(0, 1), q[0].transpose(0, 1), q[0].transpose(0, 1),\n"
+        "                                      torch.tensor([0, 4], dtype=torch.int32), backend='triton')):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except BackendUnavailableError as err:\n"
+        "        print('REFUSED:', err)\n"
+        "assert attention(q, q, q).shape == q.shape  # auto never picks triton on CPU\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "0", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    refusals = [line for line in result.stdout.splitlines() if line.startswith("REFUSED:")]
+    assert len(refusals) == 2
+    assert all("TRITON_INTERPRET=1" in line and "CUDA" in line for line in refusals)
+
+
+# ------------------------------------------------------------------------------------------------------- small ops
+
+
+@pytest.mark.parametrize("rms", [False, True], ids=["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("with_residual", [True, False], ids=["residual", "plain"])
+def test_add_norm_forward_and_gradients(rms: bool, with_residual: bool) -> None:
+    n = 40  # not a power of two: the row block is masked
+    x = torch.randn(3, 5, n, requires_grad=True)
+    res = torch.randn(3, 5, n, requires_grad=True) if with_residual else None
+    w = torch.randn(n, requires_grad=True)
+    b = None if rms else torch.randn(n, requires_grad=True)
+    y, s = triton_add_norm(x, res, w, b, eps=1e-6, rms=rms)
+    s_ref = x + res if with_residual else x
+    y_ref = F.rms_norm(s_ref, (n,), w, 1e-6) if rms else F.layer_norm(s_ref, (n,), w, b, 1e-6)
+    _assert_all_close([y, s], [y_ref, s_ref])
+    inputs = [t for t in (x, res, w, b) if t is not None]
+    gy, gs = torch.randn_like(y), torch.randn_like(s)
+
+    def grads(y, s):
+        return torch.autograd.grad((y * gy).sum() + (s * gs).sum(), inputs)
+
+    _assert_all_close(grads(y, s), grads(y_ref, s_ref), {"atol": 1e-4, "rtol": 1e-4})
+
+
+def test_add_norm_bf16_uses_fp32_statistics() -> None:
+    """A large common offset: bf16 statistics would lose the signal, fp32 statistics keep it."""
+    x = (torch.randn(4, 64) + 100.0).bfloat16()
+    y, _ = triton_add_norm(x, None, None, None, eps=1e-5)
+    want = F.layer_norm(x.float(), (64,), eps=1e-5)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), want, atol=3e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_bias_gelu_forward_and_gradients(approximate: str) -> None:
+    x = torch.randn(3, 7, 24, requires_grad=True) * 3
+    b = torch.randn(24, requires_grad=True)
+    y = triton_bias_gelu(x, b, approximate)
+    want = F.gelu(x + b, approximate=approximate)
+    torch.testing.assert_close(y, want, **TOL)
+    weight = torch.randn_like(y)
+    _assert_all_close(_grads(y, [x, b], weight), _grads(want, [x, b], weight), {"atol": 1e-4, "rtol": 1e-4})
+
+
+def _softmax_reference(x, mask, scale):
+    z = x * scale + mask
+    return torch.softmax(z, -1)
+
+
+@pytest.mark.parametrize(
+    "mask_shape", [(2, 1, 1, 9), (7, 9), (1, 3, 7, 9), (2, 3, 7, 9)], ids=["per_key", "2d", "per_head", "full"]
+)
+def test_masked_softmax_forward_and_gradients(mask_shape: tuple[int, ...]) -> None:
+    x = torch.randn(2, 3, 7, 9, requires_grad=True)
+    mask = torch.randn(mask_shape, requires_grad=True)
+    y = triton_masked_softmax(x, mask, scale=0.5)
+    want = _softmax_reference(x, mask, 0.5)
+    torch.testing.assert_close(y, want, **TOL)
+    weight = torch.randn_like(y)
+    _assert_all_close(_grads(y, [x, mask], weight), _grads(want, [x, mask], weight), {"atol": 1e-5, "rtol": 1e-4})
+
+
+def test_masked_softmax_fully_masked_row_gives_zeros() -> None:
+    x = torch.randn(3, 7, 9, requires_grad=True)
+    mask = torch.zeros(7, 9)
+    mask[2] = float("-inf")  # row 2 sees nothing
+    mask[:, 3] = float("-inf")
+    y = triton_masked_softmax(x, mask)
+    assert (y[:, 2] == 0).all() and (y[..., 3] == 0).all()
+    keep = torch.ones(7, dtype=torch.bool)
+    keep[2] = False
+    torch.testing.assert_close(y[:, keep], _softmax_reference(x, mask, 1.0)[:, keep], **TOL)
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[:, 2] == 0).all()
