@@ -18,6 +18,7 @@ from formers.core.layers.embed import (
 )
 from formers.core.layers.linear_attention import HeadLayerNorm, LinearAttention
 from formers.core.layers.mlp import GEGLU, GluMlp, Mlp, SwiGLU, get_mlp_layer
+from formers.core.layers.performer import PerformerAttention as PerformerAttention  # T2T-style FAVOR+
 from formers.core.layers.weight_init import init_weights
 from formers.core.layers.window_attention import ShiftedWindowAttention2d, WindowAttention, WindowAttention1d
 
