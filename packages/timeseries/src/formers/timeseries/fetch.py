@@ -90,8 +90,11 @@ def fetch(name: str, out: str | Path, source: str | None = None, timeout: float 
     try:
         if src.startswith(("http://", "https://")):
             print(f"downloading {src}")
-            with urllib.request.urlopen(src, timeout=timeout) as response, tmp_path.open("wb") as f:
-                shutil.copyfileobj(response, f)
+            try:
+                with urllib.request.urlopen(src, timeout=timeout) as response, tmp_path.open("wb") as f:
+                    shutil.copyfileobj(response, f)
+            except OSError as err:  # URLError, timeouts, resets
+                raise ValueError(f"could not download {src} ({err}); pass --source with a local copy") from err
         else:
             if not Path(src).is_file():
                 raise ValueError(f"source file not found: {src}")

@@ -1,0 +1,128 @@
+"""Every YAML in pipelines/timeseries parses and instantiates through the CLI; the paper configs carry the papers'
+hyper-parameters; the DVC wiring (root default stages, separate paper pipeline) is consistent with the configs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.optim import Adam
+from torch.optim.lr_scheduler import StepLR
+
+from formers.core.cli import FormersCLI
+from formers.timeseries import list_models
+from formers.timeseries.data import ForecastDataModule
+from formers.timeseries.task import ForecastTask
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "pipelines" / "timeseries").glob("*.yaml"))
+PAPER_RUNS = {  # run -> (model, pred_len, d_model, d_ff)
+    "itransformer_96": ("itransformer", 96, 256, 256),
+    "itransformer_192": ("itransformer", 192, 256, 256),
+    "itransformer_336": ("itransformer", 336, 512, 512),
+    "itransformer_720": ("itransformer", 720, 512, 512),
+    "autoformer_96": ("autoformer", 96, 512, 2048),
+    "informer_96": ("informer", 96, 512, 2048),
+}
+
+
+def _model_name(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["model"]["init_args"]["model"]
+
+
+def _cli(config: Path, run_dir: Path) -> FormersCLI:
+    return FormersCLI(args=["--config", str(config), "--run_dir", str(run_dir)], run=False)
+
+
+@pytest.fixture
+def no_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["formers-timeseries"])
+
+
+def test_expected_configs_exist():
+    names = {c.stem for c in CONFIGS}
+    assert {"tiny", "default"} | {f"etth1_{run}" for run in PAPER_RUNS} <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_config_instantiates(config, tmp_path, no_argv):
+    if _model_name(config) not in list_models():
+        pytest.skip(f"model {_model_name(config)!r} is not registered yet")
+    cli = _cli(config, tmp_path)
+    task, data = cli.model, cli.datamodule
+    assert isinstance(task, ForecastTask) and isinstance(data, ForecastDataModule)
+    kwargs = task.hparams.model_kwargs
+    assert (kwargs["seq_len"], kwargs["pred_len"]) == (data.seq_len, data.pred_len)
+    assert kwargs.get("label_len", data.label_len) == data.label_len
+    assert kwargs["freq"] == data.freq == "h"
+    checkpoints = [cb for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+    assert {cb.filename for cb in checkpoints} == {"best", "last"}
+    assert all(Path(cb.dirpath) == tmp_path / "checkpoints" for cb in checkpoints)
+
+
+@pytest.mark.parametrize("run", sorted(PAPER_RUNS))
+def test_paper_hyperparameters(run, tmp_path, no_argv):
+    model, pred_len, d_model, d_ff = PAPER_RUNS[run]
+    config = REPO / "pipelines" / "timeseries" / f"etth1_{run}.yaml"
+    raw = yaml.safe_load(config.read_text())
+    kwargs = raw["model"]["init_args"]["model_kwargs"]
+    assert raw["model"]["init_args"]["model"] == model
+    assert (kwargs["seq_len"], kwargs["label_len"], kwargs["pred_len"]) == (96, 48, pred_len)
+    assert (kwargs["d_model"], kwargs["d_ff"], kwargs["e_layers"], kwargs["n_heads"]) == (d_model, d_ff, 2, 8)
+    assert (kwargs["enc_in"], kwargs["c_out"], kwargs["dropout"], kwargs["freq"]) == (7, 7, 0.1, "h")
+    if model != "itransformer":
+        assert (kwargs["d_layers"], kwargs["factor"], kwargs["label_len"]) == (1, 3, 48)
+    data = raw["data"]["init_args"]
+    assert (data["path"], data["split"], data["batch_size"], data["features"]) == (
+        "data/timeseries/ETTh1.csv", "ett_hour", 32, "M"
+    )  # fmt: skip
+    assert raw["trainer"]["max_epochs"] == 10
+    if model not in list_models():
+        pytest.skip(f"model {model!r} is not registered yet")
+    cli = _cli(config, tmp_path)
+    (stop,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, EarlyStopping)]
+    assert (stop.monitor, stop.patience, stop.mode) == ("val/loss", 3, "min")
+    (best,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor]
+    assert (best.monitor, best.mode) == ("val/loss", "min")
+    optimizer = cli.model.configure_optimizers()
+    opt, sched = (optimizer[0][0], optimizer[1][0]) if isinstance(optimizer, tuple) else (optimizer, None)
+    if isinstance(opt, dict):
+        opt, sched = opt["optimizer"], opt["lr_scheduler"]
+    assert isinstance(opt, Adam) and opt.defaults["lr"] == 1e-4
+    scheduler = sched["scheduler"] if isinstance(sched, dict) else sched
+    assert isinstance(scheduler, StepLR) and (scheduler.step_size, scheduler.gamma) == (1, 0.5)
+
+
+def test_itransformer_96_parameter_count(tmp_path, no_argv):
+    # 841,568: the official iTransformer code (c2426e6) at the ETTh1-96 script settings (reference note, section 5)
+    cli = _cli(REPO / "pipelines" / "timeseries" / "etth1_itransformer_96.yaml", tmp_path)
+    assert sum(p.numel() for p in cli.model.model.parameters()) == 841_568
+
+
+def test_root_dvc_default_stages():
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["timeseries"]
+    assert (REPO / params["config"]).is_file()
+    stages = dvc["stages"]
+    assert "synthetic.csv" in stages["ts_data"]["cmd"] and "data/timeseries/synthetic.csv" in stages["ts_data"]["outs"]
+    cmd = stages["ts_train"]["cmd"]
+    assert "--ckpt_path results/timeseries/default/checkpoints/best.ckpt" in cmd
+    assert "--ckpt_path best " not in cmd + " "  # 'best' only resolves inside the fitting process
+    assert {"results/timeseries/default/metrics.json": {"cache": False}} in stages["ts_train"]["metrics"]
+    assert "results/timeseries/default/test_forecast.tsv" in str(dvc["plots"])
+    assert not any(name.startswith("ts_paper") or "etth1" in str(stage) for name, stage in stages.items())
+
+
+def test_paper_pipeline_is_separate_and_complete():
+    paper = yaml.safe_load((REPO / "pipelines" / "timeseries" / "paper" / "dvc.yaml").read_text())["stages"]
+    assert "ETTh1" in paper["ts_fetch_etth1"]["cmd"]
+    assert set(paper["ts_paper"]["foreach"]) == set(PAPER_RUNS)
+    do = paper["ts_paper"]["do"]
+    assert do["wdir"] == paper["ts_fetch_etth1"]["wdir"] == "../../.."
+    assert "--ckpt_path results/timeseries/etth1/${item}/checkpoints/best.ckpt" in do["cmd"]
+    assert do["metrics"] == [{"results/timeseries/etth1/${item}/metrics.json": {"cache": False}}]
+    for run in PAPER_RUNS:
+        assert (REPO / "pipelines" / "timeseries" / f"etth1_{run}.yaml").is_file()
