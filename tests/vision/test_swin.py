@@ -9,7 +9,9 @@ import pytest
 import timm
 import torch
 from timm.models import swin_transformer as timm_swin
+from torch.utils.flop_counter import FlopCounterMode
 
+from formers.core.attention import use_backend
 from formers.core.registry import create_model
 from formers.vision.models import swin
 from formers.vision.models.swin import PatchMerging, SwinTransformer, checkpoint_filter_fn
@@ -244,3 +246,17 @@ def test_bf16_autocast_and_bf16_weights_with_one_input_channel():
     for out in (mixed, half):
         assert out.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), expected, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "gmacs"),
+    [("swin_tiny_patch4_window7_224", 224, 4.49), ("swin_base_patch4_window12_384", 384, 47.11)],
+)
+def test_macs_match_the_official_flops(name, size, gmacs):
+    """GMACs within 2% of the official ``flops()`` (the note's 4.49G / 47.11G), attention through the reference
+    kernel, which the FLOP counter sees; built on the meta device, so nothing is computed."""
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        with use_backend("reference"), FlopCounterMode(display=False) as counter:
+            model(torch.randn(1, 3, size, size))
+    assert counter.get_total_flops() / 2e9 == pytest.approx(gmacs, rel=0.02)
