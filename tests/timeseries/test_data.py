@@ -190,3 +190,58 @@ def test_error_too_few_rows(tmp_path):
 def test_error_bad_options(synthetic_csv, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ForecastDataModule(str(synthetic_csv), **{"seq_len": 24, "label_len": 12, "pred_len": 12, **kwargs})
+
+
+# ------------------------------------------------------------------ synthetic series and the ETT fetch step
+
+
+def test_synthetic_series_is_seeded_and_realistic():
+    from formers.timeseries.synthetic import make_synthetic_series
+
+    a, b = make_synthetic_series(rows=24 * 7 * 8, seed=3), make_synthetic_series(rows=24 * 7 * 8, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert not make_synthetic_series(rows=500, seed=4)["OT"].equals(a["OT"].iloc[:500])
+    assert list(a.columns) == ["date"] + [f"load_{i}" for i in range(6)] + ["OT"]
+    assert pd.to_datetime(a["date"]).diff().iloc[1:].eq(pd.Timedelta(hours=1)).all()
+    ot = a["OT"].to_numpy()
+
+    def autocorr(x, lag):
+        x = x - x.mean()
+        return float((x[:-lag] * x[lag:]).sum() / (x * x).sum())
+
+    for column in ("OT", "load_0"):  # daily seasonality: hourly changes repeat after 24 h, reverse after 12 h
+        steps = np.diff(a[column].to_numpy())
+        assert autocorr(steps, 24) > 0.4 and autocorr(steps, 12) < -0.2
+    loads = a.iloc[:, 1:-1].sum(axis=1).to_numpy()
+    assert np.corrcoef(loads[:-3], ot[3:])[0, 1] > 0.5  # OT follows the lagged total load
+
+
+def test_fetch_copies_and_verifies(etth1, tmp_path):
+    from formers.timeseries.fetch import fetch
+
+    out = fetch("ETTh1", tmp_path / "data" / "ETTh1.csv", source=str(etth1))
+    assert out.read_bytes() == etth1.read_bytes()
+
+
+def test_fetch_rejects_a_modified_copy(etth1, tmp_path):
+    from formers.timeseries.fetch import fetch
+
+    lines = etth1.read_text().splitlines(keepends=True)
+    (tmp_path / "short.csv").write_text("".join(lines[:-5]))
+    with pytest.raises(ValueError, match="17415 rows, the official ETTh1 has 17420"):
+        fetch("ETTh1", tmp_path / "out.csv", source=str(tmp_path / "short.csv"))
+    lines[10] = lines[10].replace(",", ",1", 1)  # one changed value: parses, same rows, different bytes
+    (tmp_path / "edited.csv").write_text("".join(lines))
+    with pytest.raises(ValueError, match="sha256"):
+        fetch("ETTh1", tmp_path / "out.csv", source=str(tmp_path / "edited.csv"))
+    assert not (tmp_path / "out.csv").exists()  # nothing written on failure
+    assert not list(tmp_path.glob(".out.csv.*"))
+
+
+def test_fetch_errors(tmp_path):
+    from formers.timeseries.fetch import fetch
+
+    with pytest.raises(ValueError, match="unknown dataset"):
+        fetch("ETTh9", tmp_path / "x.csv")
+    with pytest.raises(ValueError, match="source file not found"):
+        fetch("ETTh1", tmp_path / "x.csv", source=str(tmp_path / "missing.csv"))
