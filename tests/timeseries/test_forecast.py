@@ -3,6 +3,7 @@ CSV + PNG output, truth from later rows or a file, the test-split TSV, and clear
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,12 @@ def test_bad_csvs(trained, synthetic_csv, tmp_path):
         forecast(trained, tmp_path / "text.csv")
     with pytest.raises(ValueError, match="checkpoint not found"):
         forecast(tmp_path / "none.ckpt", synthetic_csv)
+
+
+def test_readme_building_blocks_run():
+    readme = (REPO / "packages" / "timeseries" / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "list_models()" in b]
+    assert blocks, "the README lost its building-blocks example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["model"](**namespace["model"].example_inputs()).shape == (2, 96, 7)
