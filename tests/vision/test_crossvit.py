@@ -73,6 +73,39 @@ def test_logits_equal_timm_small_variants(name):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"depth": ((1, 1, 1), (1, 2, 2))}, {"qkv_bias": False}, {"global_pool": "avg"}],
+    ids=["fusion_depth", "no_qkv_bias", "avg_pool"],
+)
+def test_logits_equal_timm_other_options(extra):
+    """Stacked fusion blocks (K_fusion > 0, unused by the released models), no qkv bias, average pooling."""
+    ours, ref = _timm_pair("crossvit_9_240", **{**SMALL, **extra})
+    x = _images(ours)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=0)
+
+
+def test_folded_cross_attention_equals_explicit_keys_and_values_with_dropout():
+    """The class-token attention folds wk/wv into the query side; with attention dropout the value bias is scaled
+    by the kept probability mass. Compare with explicit k/v projections of the concatenated tokens, same mask."""
+    layer = crossvit.CrossAttention(24, num_heads=3, attn_drop=0.3).train()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.3)
+    cls, tokens = torch.randn(2, 1, 24), torch.randn(2, 9, 24)
+    torch.manual_seed(7)
+    out = layer(cls, tokens)
+    x = torch.cat((cls, tokens), dim=1)
+    q = layer.wq(cls).view(2, 1, 3, 8).transpose(1, 2)
+    k, v = (proj(x).view(2, 10, 3, 8).transpose(1, 2) for proj in (layer.wk, layer.wv))
+    torch.manual_seed(7)
+    attn = layer.attn_drop(((q @ k.transpose(-2, -1)) * 8**-0.5).softmax(dim=-1))
+    expected = layer.proj((attn @ v).transpose(1, 2).reshape(2, 1, 24))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(attn.sum(-1), torch.ones(2, 3, 1))  # dropout did remove probability mass
+
+
 def test_logits_equal_timm_full_tiny():
     ours, ref = _timm_pair("crossvit_tiny_240")
     x = _images(ours)

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
-from formers.core.attention import attention
 from formers.core.layers import DropPath, TransformerBlock, init_weights
 from formers.core.models import FormersModel, check_input
 from formers.vision.models._registry import make_cfg, register_vision_model
@@ -74,10 +73,21 @@ class PatchEmbed(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention where only the first (class) token queries all tokens; separate ``wq``/``wk``/``wv``.
+    """Multi-head attention where only the class token queries; separate ``wq``/``wk``/``wv`` (official layout).
+
+    With a single query, the key and value projections are folded into the query side instead of being applied to
+    every token (exact algebra, same parameters, no ``(batch, length, dim)`` key/value tensors):
+
+    * ``q_h · (Wk_h x_j + bk_h) = (Wk_hᵀ q_h) · x_j + q_h · bk_h``; the last term is the same for every key and
+      cancels in the softmax;
+    * ``Σ_j a_hj (Wv_h x_j + bv_h) = Wv_h (Σ_j a_hj x_j) + bv_h Σ_j a_hj`` (``Σ_j a_hj = 1`` without dropout).
+
+    The keys are the class token itself and ``tokens`` (the other branch's patch tokens), so no concatenation of
+    the token sequence is needed. Costs ``O(length · dim · heads)`` instead of ``O(length · dim²)``.
 
     Shapes:
-        - x: ``(batch, length, dim)``
+        - cls: ``(batch, 1, dim)`` (normalised)
+        - tokens: ``(batch, length, dim)`` (normalised) or ``None`` (the class token attends to itself only)
         - output: ``(batch, 1, dim)``
     """
 
@@ -86,28 +96,38 @@ class CrossAttention(nn.Module):
         if dim % num_heads != 0:
             raise ValueError(f"CrossViT: dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scale = self.head_dim**-0.5
         self.wq = nn.Linear(dim, dim, bias=qkv_bias)
         self.wk = nn.Linear(dim, dim, bias=qkv_bias)
         self.wv = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = attn_drop
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor) -> Tensor:
-        batch, length, dim = x.shape
+    def forward(self, cls: Tensor, tokens: Tensor | None = None) -> Tensor:
+        batch, _, dim = cls.shape
         heads, head_dim = self.num_heads, self.head_dim
-        q = self.wq(x[:, :1]).view(batch, 1, heads, head_dim).transpose(1, 2)
-        k = self.wk(x).view(batch, length, heads, head_dim).transpose(1, 2)
-        v = self.wv(x).view(batch, length, heads, head_dim).transpose(1, 2)
-        out = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # (b, h, 1, d)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(batch, 1, dim)))
+        q = self.wq(cls).view(batch, heads, head_dim)
+        qk = torch.einsum("bhd,hdc->bhc", q, self.wk.weight.view(heads, head_dim, dim)) * self.scale  # (b, h, c)
+        scores = torch.matmul(qk, cls.transpose(1, 2))  # (b, h, 1): the class token's own key
+        if tokens is not None:
+            scores = torch.cat((scores, torch.matmul(qk, tokens.transpose(1, 2))), dim=-1)  # (b, h, 1 + n)
+        attn = self.attn_drop(scores.softmax(dim=-1))
+        pooled = attn[..., :1] * cls  # (b, h, c): attention-weighted sum of the normalised tokens
+        if tokens is not None:
+            pooled = pooled + torch.matmul(attn[..., 1:], tokens)
+        out = torch.einsum("bhc,hdc->bhd", pooled, self.wv.weight.view(heads, head_dim, dim))
+        if self.wv.bias is not None:
+            out = out + self.wv.bias.view(heads, head_dim) * attn.sum(dim=-1, keepdim=True)
+        return self.proj_drop(self.proj(out.reshape(batch, 1, dim)))
 
 
 class CrossAttentionBlock(nn.Module):
-    """``cls + drop_path(attn(norm1(x)))`` on the class token only; no MLP (CrossViT's ``has_mlp=False``).
+    """``cls + drop_path(attn(norm1([cls; other[:, 1:]])))`` on the class token only; no MLP (``has_mlp=False``).
 
     Shapes:
-        - x: ``(batch, length, dim)`` (class token first)
+        - cls: ``(batch, 1, dim)``
+        - other: ``(batch, 1 + length, dim)``, the other branch's tokens (its own class token is skipped), or ``None``
         - output: ``(batch, 1, dim)``
     """
 
@@ -117,8 +137,11 @@ class CrossAttentionBlock(nn.Module):
         self.attn = CrossAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x[:, :1] + self.drop_path(self.attn(self.norm1(x)))
+    def forward(self, cls: Tensor, other: Tensor | None = None) -> Tensor:
+        # LayerNorm is per token, so norm1 of the concatenation is the concatenation of the norms; normalising all of
+        # the contiguous `other` and slicing afterwards avoids copying its patch tokens.
+        tokens = None if other is None else self.norm1(other)[:, 1:]
+        return cls + self.drop_path(self.attn(self.norm1(cls), tokens))
 
 
 def _proj(dim_in: int, dim_out: int) -> nn.Sequential:
@@ -184,7 +207,12 @@ class MultiScaleBlock(nn.Module):
         for i in range(self.num_branches):
             other = outs_b[(i + 1) % self.num_branches]
             cls = self.projs[i](outs_b[i][:, :1])
-            cls = self.fusion[i](torch.cat((cls, other[:, 1:]), dim=1))
+            fusion = self.fusion[i]
+            if isinstance(fusion, CrossAttentionBlock):
+                cls = fusion(cls, other)
+            else:  # K_fusion > 0: as timm, blocks after the first see only the class token they return
+                for j, block in enumerate(fusion):
+                    cls = block(cls, other if j == 0 else None)
             outs.append(torch.cat((self.revert_projs[i](cls), outs_b[i][:, 1:]), dim=1))
         return outs
 
