@@ -78,8 +78,7 @@ class CrossAttention(nn.Module):
     With a single query, the key and value projections are folded into the query side instead of being applied to
     every token (exact algebra, same parameters, no ``(batch, length, dim)`` key/value tensors):
 
-    * ``q_h · (Wk_h x_j + bk_h) = (Wk_hᵀ q_h) · x_j + q_h · bk_h``; the last term is the same for every key and
-      cancels in the softmax;
+    * ``q_h · (Wk_h x_j + bk_h) = (Wk_hᵀ q_h) · x_j + q_h · bk_h`` (the last term is the same for every key);
     * ``Σ_j a_hj (Wv_h x_j + bv_h) = Wv_h (Σ_j a_hj x_j) + bv_h Σ_j a_hj`` (``Σ_j a_hj = 1`` without dropout).
 
     The keys are the class token itself and ``tokens`` (the other branch's patch tokens), so no concatenation of
@@ -112,6 +111,10 @@ class CrossAttention(nn.Module):
         scores = torch.matmul(qk, cls.transpose(1, 2))  # (b, h, 1): the class token's own key
         if tokens is not None:
             scores = torch.cat((scores, torch.matmul(qk, tokens.transpose(1, 2))), dim=-1)  # (b, h, 1 + n)
+        if self.wk.bias is not None:
+            # q · bk is the same for every key (no effect on the softmax); kept so that wk.bias stays in the graph,
+            # as in the unfolded model, where its gradient is zero up to rounding.
+            scores = scores + (q * self.wk.bias.view(heads, head_dim)).sum(-1, keepdim=True) * self.scale
         attn = self.attn_drop(scores.softmax(dim=-1))
         pooled = attn[..., :1] * cls  # (b, h, c): attention-weighted sum of the normalised tokens
         if tokens is not None:
