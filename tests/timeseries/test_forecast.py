@@ -139,3 +139,33 @@ def test_readme_building_blocks_run():
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert namespace["model"](**namespace["model"].example_inputs()).shape == (2, 96, 7)
+
+
+@pytest.mark.parametrize(("features", "channels"), [("S", 1), ("MS", 7)])
+def test_single_target_forecasts(features, channels, synthetic_csv, tmp_path):
+    from lightning.pytorch import Trainer
+
+    from formers.timeseries.data import ForecastDataModule
+    from formers.timeseries.task import ForecastTask
+
+    kwargs = {"seq_len": SEQ, "label_len": LABEL, "pred_len": PRED, "enc_in": channels, "c_out": channels}
+    task = ForecastTask("itransformer", {**kwargs, "d_model": 16, "d_ff": 16, "n_heads": 2, "e_layers": 1})
+    task.configure_optimizers = lambda: torch.optim.Adam(task.parameters(), lr=1e-3)
+    data = ForecastDataModule(str(synthetic_csv), seq_len=SEQ, label_len=LABEL, pred_len=PRED, features=features)
+    trainer = Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(task, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+
+    result = forecast(tmp_path / "model.ckpt", synthetic_csv, end=500)
+    assert list(result.columns) == ["date", "OT", "OT_true"]
+    frame = pd.read_csv(synthetic_csv)
+    history = frame[data.columns].iloc[500 - SEQ : 500].to_numpy()
+    scaled = (history - data.scaler.mean) / data.scaler.std
+    inputs, _ = data.datasets["train"][500 - SEQ]  # the same window as the data module builds it
+    assert np.allclose(inputs["x_enc"].numpy(), scaled, atol=1e-5)
+    task.eval()
+    with torch.no_grad():
+        raw = task({k: v[None] for k, v in inputs.items()})[0, :, -1].double().numpy()
+    expected = raw * data.scaler.std[-1] + data.scaler.mean[-1]
+    np.testing.assert_allclose(result["OT"].to_numpy(), expected, rtol=1e-5, atol=1e-5)

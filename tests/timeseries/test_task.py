@@ -101,3 +101,12 @@ def test_target_shape_mismatch_is_clear(synthetic_csv):
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model"):
         ForecastTask("no_such_forecaster", {})
+
+
+def test_time_features_must_agree(synthetic_csv):
+    data = ForecastDataModule(str(synthetic_csv), seq_len=24, label_len=12, pred_len=12, freq="min")
+    with pytest.raises(ValueError, match="expects 4 time features .* freq='min' gives 5"):
+        _trainer().test(ForecastTask("itransformer", {**TINY, "freq": "h"}), datamodule=data)
+    fixed = {**TINY, "dec_in": 7, "d_layers": 1, "embed": "fixed"}
+    with pytest.raises(ValueError, match="embed: timeF"):
+        _trainer().test(ForecastTask("autoformer", fixed), datamodule=_data(synthetic_csv))

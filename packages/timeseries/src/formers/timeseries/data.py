@@ -321,7 +321,6 @@ class ForecastDataModule(LightningDataModule):
             values = self.scaler.transform(values)
         marks = time_features(frame[self.date_column], self.freq)
         self.columns, self.borders = channels, borders
-        self.dates = frame[self.date_column]
         self.datasets = {
             stage: ForecastDataset(
                 values[begin:end], marks[begin:end], self.seq_len, self.label_len, self.pred_len, offset=begin

@@ -24,6 +24,7 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric
 
 from formers.core.registry import create_model
+from formers.timeseries.timefeatures import num_time_features
 
 __all__ = ["ForecastTask"]
 
@@ -61,6 +62,14 @@ class ForecastTask(LightningModule):
         self.features = datamodule.features
         kwargs = self.hparams.model_kwargs or {}
         expected = {"enc_in": datamodule.num_channels, **{k: getattr(datamodule, k) for k in _MODEL_DATA_KEYS}}
+        if kwargs.get("embed", "timeF") != "timeF":
+            raise ValueError("ForecastDataModule yields timeF time features; set model_kwargs.embed: timeF")
+        marks = num_time_features(datamodule.freq)
+        if getattr(self.model, "num_marks", marks) != marks:
+            raise ValueError(
+                f"the model expects {self.model.num_marks} time features (model_kwargs.freq="
+                f"{kwargs.get('freq', 'h')!r}) but the data's freq={datamodule.freq!r} gives {marks}; make them equal"
+            )
         for key, value in expected.items():
             if key in kwargs and kwargs[key] != value:
                 raise ValueError(
