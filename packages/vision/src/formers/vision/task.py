@@ -1,0 +1,107 @@
+"""``ImageClassificationTask``: the core ClassificationTask for vision models, with Mixup targets and top-k metrics.
+
+On top of :class:`formers.core.tasks.ClassificationTask`:
+
+* the model gets its ``pretrained_cfg`` and, with ``checkpoint_path``, its initial weights through
+  :func:`formers.vision.prepare_model` (official / timm / formers checkpoints; another ``num_classes`` keeps a
+  fresh head), i.e. what :func:`formers.vision.create_model` does;
+* soft targets ``(B, num_classes)`` (Mixup / CutMix / smoothing of
+  :class:`~formers.vision.data.ImageFolderDataModule`) use the soft-target cross-entropy, hard targets ``(B,)`` the
+  usual one (with ``label_smoothing``);
+* ``{stage}/acc`` (top-1) and ``{stage}/acc_top5`` (top-``top_k``) are logged; with soft targets the accuracy is
+  measured against the dominant class of the mixed label;
+* ``test`` writes ``actual,predicted`` rows (class names when the DataModule has them) to ``confusion_csv``
+  (default ``<trainer.log_dir>/confusion.csv``), the input of DVC's ``confusion`` plot template.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from formers.core.tasks import ClassificationTask
+from formers.vision.api import prepare_model
+
+__all__ = ["ImageClassificationTask", "soft_target_cross_entropy"]
+
+
+def soft_target_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean over the batch of ``-sum(target * log_softmax(logits))`` (timm's SoftTargetCrossEntropy)."""
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+class ImageClassificationTask(ClassificationTask):
+    """Image classification with any formers vision model.
+
+    Args:
+        model: vision model name (``formers.vision.list_models()``).
+        model_kwargs: model arguments (``num_classes``, ``img_size``, ``drop_path_rate``, ...).
+        label_smoothing: smoothing of hard targets (Mixup batches carry their own smoothing).
+        checkpoint_path: initial weights (fine-tuning); ``None`` trains from scratch.
+        top_k: the ``k`` of ``acc_top5`` (capped at the number of classes; the metric name stays ``acc_top5``).
+        confusion_csv: where ``test`` writes the confusion rows; ``None``: ``<trainer.log_dir>/confusion.csv``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_kwargs: dict[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        checkpoint_path: str | None = None,
+        top_k: int = 5,
+        confusion_csv: str | None = None,
+    ) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        super().__init__(model, model_kwargs, label_smoothing)
+        self.save_hyperparameters()
+        prepare_model(self.model, model, checkpoint_path=checkpoint_path)
+        self.top_k = top_k
+        self.confusion_csv = confusion_csv
+        self._test_rows: list[tuple[Tensor, Tensor]] | None = None
+
+    def compute_metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        if target.ndim == 2:  # soft targets from Mixup / CutMix / smoothing
+            if target.shape != output.shape:
+                raise ValueError(f"soft targets {tuple(target.shape)} do not match logits {tuple(output.shape)}")
+            loss, labels = soft_target_cross_entropy(output, target.to(output.dtype)), target.argmax(dim=-1)
+        else:
+            loss, labels = F.cross_entropy(output, target, label_smoothing=self.label_smoothing), target
+        k = min(self.top_k, output.shape[-1])
+        top = output.topk(k, dim=-1).indices
+        if self._test_rows is not None:
+            self._test_rows.append((labels.detach(), top[:, 0].detach()))
+        return {
+            "loss": loss,
+            "acc": (top[:, 0] == labels).float().mean(),
+            "acc_top5": (top == labels[:, None]).any(dim=-1).float().mean(),
+        }
+
+    def on_test_epoch_start(self) -> None:
+        self._test_rows = []
+
+    def on_test_epoch_end(self) -> None:
+        rows, self._test_rows = self._test_rows or [], None
+        if not rows:
+            return
+        actual = self.all_gather(torch.cat([a for a, _ in rows])).reshape(-1).tolist()
+        predicted = self.all_gather(torch.cat([p for _, p in rows])).reshape(-1).tolist()
+        if self.trainer.is_global_zero:
+            names = list(getattr(self.trainer.datamodule, "classes", None) or [])
+            path = Path(self.confusion_csv or Path(self.trainer.log_dir or ".") / "confusion.csv")
+            write_confusion_csv(path, actual, predicted, names)
+
+
+def write_confusion_csv(path: Path, actual: list[int], predicted: list[int], names: list[str]) -> None:
+    """One ``actual,predicted`` row per sample (names when given): what DVC's ``confusion`` template counts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = (lambda i: names[i]) if names else str
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows((label(a), label(p)) for a, p in zip(actual, predicted, strict=True))
