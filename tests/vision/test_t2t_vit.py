@@ -344,3 +344,15 @@ def test_export_and_compile():
         torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), expected)
         # not fullgraph: core's attention() reads a ContextVar (use_backend), which dynamo cannot trace
         torch.testing.assert_close(torch.compile(model, backend="aot_eager")(x), expected)
+
+
+def test_runs_under_autocast():
+    """The Performer features are computed in float32 even under bf16 autocast (exp would overflow otherwise)."""
+    model = t2t_vit.t2t_vit_7(**t2t_vit._TEST_KWARGS).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
