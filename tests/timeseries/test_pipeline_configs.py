@@ -10,7 +10,6 @@ import pytest
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.optim import Adam
-from torch.optim.lr_scheduler import StepLR
 
 from formers.core.cli import FormersCLI
 from formers.timeseries import list_models
@@ -93,7 +92,30 @@ def test_paper_hyperparameters(run, tmp_path, no_argv):
         opt, sched = opt["optimizer"], opt["lr_scheduler"]
     assert isinstance(opt, Adam) and opt.defaults["lr"] == 1e-4
     scheduler = sched["scheduler"] if isinstance(sched, dict) else sched
-    assert isinstance(scheduler, StepLR) and (scheduler.step_size, scheduler.gamma) == (1, 0.5)
+    assert _epoch_lrs(opt, scheduler, 10) == _tslib_type1(1e-4, 10)
+
+
+def _tslib_type1(lr0: float, epochs: int) -> list[float]:
+    """lr of each epoch under TSLib's loop: after epoch e (0-based), adjust_learning_rate(epoch=e + 1) sets
+    lr0 * 0.5 ** ((epoch - 1) // 1) (utils/tools.py, lradj='type1')."""
+    lrs, lr = [], lr0
+    for epoch in range(epochs):
+        lrs.append(lr)
+        lr = lr0 * 0.5 ** (((epoch + 1) - 1) // 1)
+    return lrs
+
+
+def _epoch_lrs(optimizer, scheduler, epochs: int) -> list[float]:
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()  # Lightning steps an epoch-interval scheduler after each epoch
+    return lrs
+
+
+def test_type1_schedule_is_not_steplr():
+    assert _tslib_type1(1e-4, 4) == [1e-4, 1e-4, 5e-5, 2.5e-5]  # StepLR(1, 0.5) would give 1e-4, 5e-5, ...
 
 
 def test_itransformer_96_parameter_count(tmp_path, no_argv):

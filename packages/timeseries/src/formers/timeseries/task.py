@@ -9,7 +9,8 @@ the exact means over all windows x horizon x channels of the split (sums accumul
 partial last batch is weighted correctly; TSLib's ``vali()`` averages per-batch means instead, ``test()`` is exact).
 
 Like the core tasks, no ``configure_optimizers``: the run config sets the optimizer and the scheduler (the papers:
-``Adam(lr=1e-4)`` and ``StepLR(step_size=1, gamma=0.5)`` per epoch).
+``Adam(lr=1e-4)`` and TSLib's ``lradj=type1``: lr0 for two epochs, then halved every epoch, which is
+``MultiStepLR(milestones=[2, 3, ..., 9], gamma=0.5)``; ``StepLR(1, 0.5)`` would halve one epoch early).
 """
 
 from __future__ import annotations
