@@ -245,3 +245,26 @@ def test_fetch_errors(tmp_path):
         fetch("ETTh9", tmp_path / "x.csv")
     with pytest.raises(ValueError, match="source file not found"):
         fetch("ETTh1", tmp_path / "x.csv", source=str(tmp_path / "missing.csv"))
+
+
+def test_ettm1_borders_times_four(etth1):
+    path = etth1.parent / "ETTm1.csv"
+    if not path.is_file():
+        pytest.skip("ETTm1 not available")
+    dm = ForecastDataModule(str(path), seq_len=L, label_len=48, pred_len=H)
+    dm.setup("fit")
+    assert dm.split == "ett_minute"
+    assert dm.borders == {"train": (0, 34560), "val": (34464, 46080), "test": (46080 - L, 57600)}
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [34369, 11425, 11425]
+
+
+def test_exchange_rate_custom_split(etth1):
+    path = etth1.parent / "exchange_rate.csv"
+    if not path.is_file():
+        pytest.skip("exchange_rate not available")
+    dm = ForecastDataModule(str(path), seq_len=L, label_len=48, pred_len=H, freq="d")
+    dm.setup("fit")
+    assert dm.split == "ratio" and dm.columns[-1] == "OT" and len(dm.columns) == 8
+    # TSLib Dataset_Custom on exchange_rate (7588 rows) at 96 -> 96: 5120 / 665 / 1422 windows
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [5120, 665, 1422]
+    assert dm.datasets["train"][0][0]["x_mark_enc"].shape == (L, 3)  # daily: weekday, day of month, day of year
