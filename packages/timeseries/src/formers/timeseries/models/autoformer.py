@@ -76,8 +76,15 @@ class AutoformerDecoderLayer(nn.Module):
         x, trend1 = self.decomp1(x + self.dropout(self.self_attention(x)))
         x, trend2 = self.decomp2(x + self.dropout(self.cross_attention(x, cross)))
         x, trend3 = self.decomp3(x + self.ffn(x))
-        residual_trend = self.projection((trend1 + trend2 + trend3).transpose(1, 2)).transpose(1, 2)
-        return x, residual_trend
+        return x, self._project_trend(trend1 + trend2 + trend3)
+
+    def _project_trend(self, trend: Tensor) -> Tensor:
+        """``self.projection`` (circular Conv1d, k=3) in the time-major layout: one matmul to the 3 taps' outputs,
+        then ``y[t] = z_0[t-1] + z_1[t] + z_2[t+1]``, sparing the (B, d_model, L) transposes of a Conv1d."""
+        c_out = self.projection.out_channels
+        taps = trend @ self.projection.weight.permute(1, 2, 0).flatten(1)  # (B, L, 3 * c_out), tap-major
+        prev, center, nxt = taps.split(c_out, dim=-1)
+        return prev.roll(1, dims=1) + center + nxt.roll(-1, dims=1)
 
 
 class Autoformer(Forecaster):
