@@ -92,9 +92,9 @@ def predict(argv: Sequence[str]) -> None:
 
 def main(args: ArgsType = None) -> None:
     """Entry point of ``formers-timeseries``."""
-    argv = list(sys.argv[1:] if args is None else args) if isinstance(args, (list, tuple)) or args is None else None
-    if argv and argv[0] == "predict":
-        predict(argv[1:])
+    argv = sys.argv[1:] if args is None else args  # args may also be a dict / Namespace (LightningCLI's ArgsType)
+    if isinstance(argv, (list, tuple)) and argv and argv[0] == "predict":
+        predict(list(argv[1:]))
         return
     FormersCLI(description=DESCRIPTION, run_dir="runs/timeseries", args=args)
 
