@@ -215,3 +215,14 @@ def test_bad_inputs():
         model(**{**inputs, "x_mark_dec": inputs["x_mark_dec"][:, :-1]})
     with pytest.raises(ValueError, match="x_dec is required"):
         tiny(dec_in=3)(inputs["x_enc"])
+
+
+def test_model_batch_consistency_with_one_head():
+    """Whole model, n_heads = 1, eval (seeded key sample): every sample of a batch equals that sample alone."""
+    model = tiny(n_heads=1).eval()
+    inputs = model.example_inputs(4)
+    with torch.no_grad():
+        batched = model(**inputs)
+        for i in range(4):
+            single = model(**{k: v[i : i + 1] for k, v in inputs.items()})
+            torch.testing.assert_close(single, batched[i : i + 1], rtol=1e-4, atol=1e-5)

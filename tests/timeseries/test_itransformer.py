@@ -136,3 +136,14 @@ def test_bad_inputs():
 def test_minute_frequency_aliases():
     """Old ('t') and current ('min') pandas aliases give the same 5 minute-level features."""
     assert tiny(freq="t").num_marks == tiny(freq="min").num_marks == tiny(freq="15min").num_marks == 5
+
+
+def test_one_tslib_config_builds_every_forecaster():
+    """The TSLib hyper-parameter names are accepted by all three factories (unused ones are ignored, as in TSLib)."""
+    config = dict(seq_len=24, label_len=12, pred_len=8, enc_in=3, dec_in=3, c_out=3, d_model=16, n_heads=2)
+    config |= dict(e_layers=1, d_layers=1, d_ff=16, factor=3, moving_avg=5, dropout=0.0, embed="timeF", freq="h")
+    config |= dict(activation="gelu", distil=True)
+    for name in ("itransformer", "autoformer", "informer"):
+        model = create_model(name, **config).eval()
+        with torch.no_grad():
+            assert model(**model.example_inputs(2)).shape == (2, 8, 3)

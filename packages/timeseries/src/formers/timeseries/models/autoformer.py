@@ -211,8 +211,14 @@ def autoformer(
     embed: str = "timeF",
     freq: str = "h",
     activation: str = "gelu",
+    distil: bool = True,
 ) -> Autoformer:
-    """Autoformer at the TSLib ETTh1 script configuration by default (10,535,943 parameters)."""
+    """Autoformer at the TSLib ETTh1 script configuration by default (10,535,943 parameters).
+
+    ``distil`` is accepted so that one TSLib-style configuration serves every forecaster; Autoformer has no
+    distilling (TSLib ignores it too).
+    """
+    del distil
     return Autoformer(
         seq_len=seq_len,
         label_len=label_len,

@@ -184,8 +184,14 @@ def informer(
     attn: str = "prob",
     mix: bool = True,
     eval_sample_seed: int | None = 0,
+    moving_avg: int = 25,
 ) -> Informer:
-    """Informer at the TSLib ETTh1 script configuration by default (factor 3; 11,328,007 parameters)."""
+    """Informer at the TSLib ETTh1 script configuration by default (factor 3; 11,328,007 parameters).
+
+    ``moving_avg`` is accepted so that one TSLib-style configuration serves every forecaster (unused: no
+    decomposition). ``attn``, ``mix`` are Informer2020 options; ``eval_sample_seed`` see :class:`InformerAttention`.
+    """
+    del moving_avg
     return Informer(
         seq_len=seq_len,
         label_len=label_len,

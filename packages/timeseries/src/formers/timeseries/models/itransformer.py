@@ -115,13 +115,17 @@ def itransformer(
     freq: str = "h",
     activation: str = "gelu",
     use_norm: bool = True,
+    d_layers: int = 1,
+    moving_avg: int = 25,
+    distil: bool = True,
 ) -> ITransformer:
     """iTransformer at the official ETTh1 (H = 96/192) configuration by default: d_model = d_ff = 256, 2 layers.
 
-    ``label_len``, ``dec_in`` and ``factor`` are accepted for TSLib command-line compatibility and unused
-    (no decoder; full attention has no factor).
+    ``label_len``, ``dec_in``, ``factor``, ``d_layers``, ``moving_avg`` and ``distil`` are accepted so that one
+    TSLib-style configuration serves every forecaster, and are unused here (no decoder, no decomposition, no
+    distilling; the reference's FullAttention ignores ``factor``).
     """
-    del factor  # full attention: the reference passes it to FullAttention, which ignores it
+    del factor, d_layers, moving_avg, distil
     return ITransformer(
         seq_len=seq_len,
         pred_len=pred_len,
