@@ -218,3 +218,25 @@ def test_masked_softmax_fully_masked_row_gives_zeros() -> None:
     torch.testing.assert_close(y[:, keep], _softmax_reference(x, mask, 1.0)[:, keep], **TOL)
     y.sum().backward()
     assert torch.isfinite(x.grad).all() and (x.grad[:, 2] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------ GPU benchmark
+
+
+def test_gpu_benchmark_exits_cleanly_without_cuda_and_its_cases_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without CUDA, ``main`` prints why and returns; the case code itself runs on CPU tensors through the
+    interpreter (tiny sizes), so a GPU user does not meet its first bug."""
+    from types import SimpleNamespace
+
+    from _bench import benchmark_module
+
+    with benchmark_module("gpu_attention") as bench:
+        if not torch.cuda.is_available():
+            assert bench.main([]) == {"skipped": "no CUDA device"}
+            assert "no CUDA GPU" in capsys.readouterr().out
+        args = SimpleNamespace(seed=0, heads=2, head_dim=16, batch=2, modes=["fwd", "fwd_bwd"], repeats=1, warmup=0)
+        for case in ("bias", "varlen"):
+            res = bench.bench_case(case, args, 16, torch.device("cpu"))
+            for name in ("ours_triton", "naive" if case == "bias" else "sdpa_loop"):
+                assert res["fwd_bwd"][name]["median_ms"] > 0
+                assert res["fwd"][name]["max_abs_err"] < 5e-2, (case, name, res)

@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from formers.kernels.cpu_bf16 import bf16_matmul_attention
 from formers.kernels.reference import reference_attention
 from formers.kernels.sdpa import sdpa_attention
 
 __all__ = [
     "varlen_reference_attention",
     "varlen_sdpa_loop_attention",
+    "varlen_bf16_matmul_attention",
     "varlen_sdpa_blockmask_attention",
     "varlen_nested_attention",
     "varlen_xformers_attention",
@@ -103,6 +105,29 @@ def varlen_sdpa_loop_attention(
     """
     return _per_sequence(
         q, k, v, cu_seqlens_q, cu_seqlens_k, sdpa_attention, causal=causal, scale=scale, dropout_p=dropout_p
+    )
+
+
+def varlen_bf16_matmul_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens_q: Tensor,
+    cu_seqlens_k: Tensor,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """:func:`~formers.kernels.cpu_bf16.bf16_matmul_attention` per sequence: CPU bf16 training (bf16 matmuls, fp32
+    softmax statistics), faster than SDPA's bf16 backward on CPU. No dropout.
+
+    Shapes:
+        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
+        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
+        - output: ``(total_q, heads, head_dim_v)``
+    """
+    return _per_sequence(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, bf16_matmul_attention, causal=causal, scale=scale, dropout_p=dropout_p
     )
 
 

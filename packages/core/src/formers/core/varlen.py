@@ -15,6 +15,8 @@ Backends of :func:`varlen_attention` (``backend=``):
   (any device; memory ``O(total²)``); 3-4x slower than the loop on CPU, kept as a second implementation.
 * ``"nested"``: SDPA on ``torch.nested`` jagged tensors (no causal); 4-10x slower than the loop on CPU in torch 2.10.
 * ``"xformers"``: xformers ``BlockDiagonalMask`` + ``memory_efficient_attention``, CUDA only; ``auto`` on CUDA.
+* ``"cpu_bf16"``: bf16 matmuls with fp32 softmax statistics per sequence (:mod:`formers.kernels.cpu_bf16`);
+  ``auto`` for bf16 training on CPU (SDPA's bf16 backward is slower than its fp32 one there); no dropout.
 * ``"triton"``: the fused Triton kernel over ``cu_seqlens`` (:mod:`formers.kernels.triton.attention`), CUDA (CPU
   only under ``TRITON_INTERPRET=1``); ``auto`` on CUDA when xformers cannot serve the call; no dropout.
 """
@@ -33,6 +35,7 @@ from formers.core.attention import BackendUnavailableError, forced_backend
 from formers.kernels.masks import check_key_padding_mask
 from formers.kernels.triton import triton_device_reason, triton_unavailable_reason
 from formers.kernels.varlen import (
+    varlen_bf16_matmul_attention,
     varlen_nested_attention,
     varlen_reference_attention,
     varlen_sdpa_blockmask_attention,
@@ -233,6 +236,22 @@ VARLEN_BACKENDS["triton"] = _VarlenBackend(
 )
 
 
+def _cpu_bf16_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return f"cpu_bf16 takes bfloat16 CPU tensors, got {q.dtype} on {q.device.type}"
+    if dropout_p > 0.0:
+        return "cpu_bf16 has no attention dropout (use sdpa_loop, or dropout_p=0)"
+    return None
+
+
+VARLEN_BACKENDS["cpu_bf16"] = _VarlenBackend(
+    varlen_bf16_matmul_attention,
+    ("cpu",),
+    _cpu_bf16_refuses,
+    description="bf16 matmuls + fp32 softmax per sequence (CPU bf16 training: SDPA's bf16 backward is slow on CPU)",
+)
+
+
 def varlen_backend_unavailable(name: str) -> str | None:
     """Why varlen backend ``name`` cannot run on this machine at all (``None``: it can), for the listing."""
     return VARLEN_BACKENDS[name].unavailable()
@@ -246,6 +265,9 @@ def _auto_backend(q: Tensor, causal: bool, dropout_p: float) -> str:
         for name in ("xformers", "triton"):  # one fused kernel over the packed batch beats a per-sequence loop
             if VARLEN_BACKENDS[name].refusal(q, causal, dropout_p) is None:
                 return name
+    training = torch.is_grad_enabled() and q.requires_grad
+    if training and VARLEN_BACKENDS["cpu_bf16"].refusal(q, causal, dropout_p) is None:
+        return "cpu_bf16"  # bf16 training on CPU: SDPA's bf16 backward is slower than its fp32 one
     return "sdpa_loop"
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from formers.kernels.cpu_bf16 import bf16_matmul_attention
 from formers.kernels.reference import reference_attention
 from formers.kernels.sdpa import sdpa_attention
 from formers.kernels.triton import triton_device_reason, triton_unavailable_reason
@@ -176,5 +177,27 @@ register_backend(
         priority={"cuda": 15},
         unavailable=triton_unavailable_reason,
         rejects=_triton_rejects,
+    )
+)
+
+
+def _cpu_bf16_rejects(call: AttentionCall) -> str | None:
+    if call.device_type != "cpu" or call.dtype != torch.bfloat16:
+        return f"cpu_bf16 takes bfloat16 CPU tensors, got {call.dtype} on {call.device_type}"
+    if call.dropout:
+        return "cpu_bf16 has no attention dropout (use sdpa, or dropout_p=0)"
+    if not call.needs_grad:
+        return "cpu_bf16 is for training; without gradients SDPA's fused bf16 forward is as fast and O(L) in memory"
+    return None
+
+
+# Auto picks it for bf16 training on CPU only (see formers.kernels.cpu_bf16 for the measurements).
+register_backend(
+    AttentionBackend(
+        name="cpu_bf16",
+        kernel=bf16_matmul_attention,
+        description="bf16 matmuls + fp32 softmax statistics, explicit backward (CPU bf16 training; memory O(L²))",
+        priority={"cpu": 5},
+        rejects=_cpu_bf16_rejects,
     )
 )

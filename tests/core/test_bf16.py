@@ -1,0 +1,180 @@
+"""CPU bf16 autocast: softmax statistics and norms stay fp32 on every attention path, the bf16 training kernel
+(``cpu_bf16``) against the fp32 oracle, what ``auto`` picks, and fp32 vs bf16 loss curves of a short fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from _bench import benchmark_module
+from formers.core.attention import attention
+from formers.core.attention import backends as backends_mod
+from formers.core.layers import TransformerBlock
+from formers.core.varlen import VARLEN_BACKENDS, cu_seqlens_from_lengths, varlen_attention
+from formers.kernels.reference import reference_attention
+
+BF16 = torch.bfloat16
+
+
+def autocast():
+    return torch.autocast("cpu", dtype=BF16)
+
+
+# --------------------------------------------------------------------------------------------- fp32 statistics
+
+
+@pytest.mark.parametrize(("backend", "grad"), [("sdpa", False), ("reference", False), ("cpu_bf16", True)])
+def test_attention_softmax_statistics_are_fp32(backend: str, grad: bool) -> None:
+    """Uniform attention over 2048 keys: the output must be the mean of v. A bf16 running sum of the 2048
+    probabilities would stall (bf16 cannot count past 256 in steps of one) and a bf16 max/exp would drift."""
+    length = 2048
+    q = torch.zeros(1, 2, 4, 16, dtype=BF16, requires_grad=grad)
+    k = torch.randn(1, 2, length, 16).to(BF16)
+    v = torch.randn(1, 2, length, 16).to(BF16)
+    with autocast():
+        out = attention(q, k, v, backend=backend)
+    want = v.float().mean(dim=2, keepdim=True).expand(1, 2, 4, 16)
+    torch.testing.assert_close(out.float(), want, atol=1e-2, rtol=0)
+
+
+def test_varlen_bf16_training_path_keeps_fp32_statistics() -> None:
+    lengths = [1500, 3]
+    cu = cu_seqlens_from_lengths(lengths)
+    q = torch.zeros(sum(lengths), 2, 16, dtype=BF16, requires_grad=True)
+    v = torch.randn(sum(lengths), 2, 16).to(BF16)
+    out = varlen_attention(q, torch.randn_like(v), v, cu)  # auto: cpu_bf16 (bf16, training)
+    for (a, b), o in zip([(0, 1500), (1500, 1503)], out.split(lengths), strict=True):
+        torch.testing.assert_close(o.float(), v[a:b].float().mean(0, keepdim=True).expand_as(o), atol=1e-2, rtol=0)
+
+
+def test_layer_norms_keep_fp32_statistics_under_autocast() -> None:
+    """Every LayerNorm of a block under autocast: its bf16 output equals fp32 normalisation of its input up to the
+    final bf16 rounding, even with a large common offset (bf16 statistics would be off by the offset's rounding)."""
+    torch.manual_seed(0)
+    block = TransformerBlock(64, 4)
+    seen = []
+
+    def check(module, inputs, output):
+        (x,) = inputs
+        seen.append(output.dtype)
+        want = F.layer_norm(x.float(), module.normalized_shape, module.weight, module.bias, module.eps)
+        torch.testing.assert_close(output.float(), want, atol=4e-2, rtol=2e-2)
+
+    for norm in (block.norm1, block.norm2):
+        norm.register_forward_hook(check)
+    x = torch.randn(2, 8, 64) * 0.5 + 50.0
+    with autocast():
+        block(x)
+    assert len(seen) == 2
+
+
+# ------------------------------------------------------------------------------------------------ cpu_bf16 kernel
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"causal": True}, {"bias": True}, {"bias": True, "causal": True, "padding": True}],
+    ids=["plain", "causal", "bias", "everything"],
+)
+def test_cpu_bf16_matches_fp32_oracle(kwargs: dict) -> None:
+    q, k, v = (torch.randn(2, 3, 9, 16).to(BF16).requires_grad_() for _ in range(3))
+    call = {"causal": kwargs.get("causal", False)}
+    if kwargs.get("bias"):
+        call["attn_bias"] = torch.randn(1, 3, 9, 9, requires_grad=True)
+    if kwargs.get("padding"):
+        kpm = torch.zeros(2, 9, dtype=torch.bool)
+        kpm[0] = True  # sample 0 sees nothing: zeros
+        kpm[1, :3] = True
+        call["key_padding_mask"] = kpm
+    inputs = [q, k, v] + ([call["attn_bias"]] if "attn_bias" in call else [])
+    out = attention(q, k, v, backend="cpu_bf16", **call)
+    assert out.dtype == BF16 and torch.isfinite(out).all()
+    ref_in = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    ref = reference_attention(*ref_in, call.get("attn_bias"), call["causal"], call.get("key_padding_mask"))
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    weight = torch.randn(out.shape)
+    grads = torch.autograd.grad((out.float() * weight).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weight).sum(), ref_in + inputs[3:])
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
+
+
+def test_cpu_bf16_refuses_what_it_cannot_serve() -> None:
+    from formers.core.attention import BackendUnavailableError
+
+    q = torch.randn(1, 1, 4, 8, requires_grad=True)
+    with pytest.raises(BackendUnavailableError, match="bfloat16"):
+        attention(q, q, q, backend="cpu_bf16")
+    qb = q.detach().to(BF16).requires_grad_()
+    with pytest.raises(BackendUnavailableError, match="dropout"):
+        attention(qb, qb, qb, dropout_p=0.1, backend="cpu_bf16")
+    with torch.no_grad(), pytest.raises(BackendUnavailableError, match="training"):
+        attention(qb, qb, qb, backend="cpu_bf16")
+
+
+# ---------------------------------------------------------------------------------------------------- dispatch
+
+
+@pytest.fixture
+def picks(monkeypatch):
+    seen: list[str] = []
+    for backend in backends_mod.all_backends():
+
+        def spy(*args, _name=backend.name, _kernel=backend.kernel):
+            seen.append(_name)
+            return _kernel(*args)
+
+        monkeypatch.setitem(backends_mod._BACKENDS, backend.name, dataclasses.replace(backend, kernel=spy))
+    for name, impl in list(VARLEN_BACKENDS.items()):
+
+        def vspy(*args, _name=name, _kernel=impl.kernel, **kwargs):
+            seen.append(f"varlen:{_name}")
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setitem(VARLEN_BACKENDS, name, dataclasses.replace(impl, kernel=vspy))
+    return seen
+
+
+def test_auto_uses_cpu_bf16_for_bf16_training_only(picks) -> None:
+    block = TransformerBlock(16, 2)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    packed, cu = torch.randn(7, 16, requires_grad=True), cu_seqlens_from_lengths([3, 4])
+    with autocast():
+        block(x)
+        block(packed, cu_seqlens=cu)
+        with torch.no_grad():
+            block(x)
+            block(packed, cu_seqlens=cu)
+    block(x)
+    block(packed, cu_seqlens=cu)
+    assert picks == ["cpu_bf16", "varlen:cpu_bf16", "sdpa", "varlen:sdpa_loop", "sdpa", "varlen:sdpa_loop"]
+
+
+# ------------------------------------------------------------------------------------------------ loss curves
+
+
+def test_bf16_loss_curve_tracks_fp32() -> None:
+    with benchmark_module("bf16_encoder") as bench:
+        curves = bench.fit_curves(15, dim=32, depth=1, heads=2, batch=8)
+        gap = bench.curve_gap(curves)
+    assert curves["fp32"][-5:] != curves["bf16"][-5:]  # bf16 really ran in bf16
+    assert sum(curves["fp32"][-5:]) < sum(curves["fp32"][:5])  # the task is learnt
+    assert sum(curves["bf16"][-5:]) < sum(curves["bf16"][:5])
+    assert gap < 0.05, (gap, curves)
+
+
+def test_bf16_benchmark_tiny_run(tmp_path: Path) -> None:
+    args = ["--threads", "1", "--batch", "3", "--min-len", "4", "--max-len", "9", "--dim", "16", "--heads", "2"]
+    args += ["--depth", "1", "--repeats", "1", "--warmup", "0", "--profile", "--fit-steps", "6"]
+    with benchmark_module("bf16_encoder") as bench:
+        metrics = bench.main([*args, "--metrics-json", str(tmp_path / "b.json")])
+    assert json.loads((tmp_path / "b.json").read_text()) == metrics
+    assert metrics["steps"]["threads_1"]["speedup"] > 0
+    assert metrics["steps"]["profile"]["bf16"][0]["self_ms"] >= 0
+    assert len(metrics["fit"]["fp32"]) == 6
