@@ -3,6 +3,8 @@ loaders and clear errors for bad CSVs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -268,3 +270,14 @@ def test_exchange_rate_custom_split(etth1):
     # TSLib Dataset_Custom on exchange_rate (7588 rows) at 96 -> 96: 5120 / 665 / 1422 windows
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [5120, 665, 1422]
     assert dm.datasets["train"][0][0]["x_mark_enc"].shape == (L, 3)  # daily: weekday, day of month, day of year
+
+
+def test_fetch_defaults_to_the_local_shared_copy(etth1, tmp_path, monkeypatch):
+    from formers.timeseries import fetch as fetch_module
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the repository root: the DVC stage's wdir
+    source = fetch_module._resolve_source("ETTh1", None)
+    if source.startswith("http"):
+        pytest.skip("the checkout is not next to ../shared; the default would download")
+    assert Path(source).resolve() == etth1
+    assert fetch_module.fetch("ETTh1", tmp_path / "ETTh1.csv").stat().st_size == etth1.stat().st_size

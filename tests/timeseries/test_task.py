@@ -110,3 +110,14 @@ def test_time_features_must_agree(synthetic_csv):
     fixed = {**TINY, "dec_in": 7, "d_layers": 1, "embed": "fixed"}
     with pytest.raises(ValueError, match="embed: timeF"):
         _trainer().test(ForecastTask("autoformer", fixed), datamodule=_data(synthetic_csv))
+
+
+def test_domain_create_model_and_list():
+    from formers.timeseries import create_model, list_models
+
+    assert {"itransformer", "autoformer", "informer"} <= set(list_models())
+    assert create_model("itransformer", **TINY).pred_len == 12
+    with pytest.raises(
+        ValueError, match="unknown time-series model 'transformer_classifier'; available: .*itransformer"
+    ):
+        create_model("transformer_classifier")
