@@ -116,6 +116,9 @@ def test_cpu_bf16_refuses_what_it_cannot_serve() -> None:
         attention(qb, qb, qb, dropout_p=0.1, backend="cpu_bf16")
     with torch.no_grad(), pytest.raises(BackendUnavailableError, match="training"):
         attention(qb, qb, qb, backend="cpu_bf16")
+    big = torch.zeros(1, 1, 1, 8, dtype=BF16, requires_grad=True).expand(64, 8, 1024, 8)  # 512 Mi scores: too many
+    with pytest.raises(BackendUnavailableError, match="GiB of bf16 probabilities"):
+        attention(big, big, big, backend="cpu_bf16")
 
 
 # ---------------------------------------------------------------------------------------------------- dispatch

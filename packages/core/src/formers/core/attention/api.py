@@ -162,6 +162,8 @@ def _validate(
         has_padding=key_padding_mask is not None,
         dropout=dropout_p > 0.0,
         needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
+        batch=batch,
+        heads=heads,
     )
 
 

@@ -41,6 +41,8 @@ class AttentionCall:
     has_padding: bool
     dropout: bool
     needs_grad: bool
+    batch: int = 1
+    heads: int = 1
 
 
 KernelFn = Callable[..., Tensor]
@@ -188,7 +190,13 @@ def _cpu_bf16_rejects(call: AttentionCall) -> str | None:
         return "cpu_bf16 has no attention dropout (use sdpa, or dropout_p=0)"
     if not call.needs_grad:
         return "cpu_bf16 is for training; without gradients SDPA's fused bf16 forward is as fast and O(L) in memory"
+    scores = call.batch * call.heads * call.len_q * call.len_k
+    if scores > _CPU_BF16_MAX_SCORES:
+        return f"cpu_bf16 would keep {scores * 2 / 2**30:.1f} GiB of bf16 probabilities for the backward (cap 0.5 GiB)"
     return None
+
+
+_CPU_BF16_MAX_SCORES = 1 << 28
 
 
 # Auto picks it for bf16 training on CPU only (see formers.kernels.cpu_bf16 for the measurements).
