@@ -7,7 +7,8 @@ faster than in fp32, with a short fit's loss curve within tolerance of fp32's.
 * ``steps``: one training step = forward + MSE loss on a per-token regression head + backward + AdamW step, fp32
   master weights in both cases. ``fp32`` and ``bf16`` are two copies of one initialisation, timed interleaved
   (``_timing.interleaved_timings``) at each thread count of ``--threads``; reported: median / min seconds and
-  ``fp32 / bf16`` from medians (> 1 = bf16 faster).
+  ``fp32 / bf16`` from medians (> 1 = bf16 faster). ``--compare-sdpa`` adds bf16 with torch's SDPA attention
+  (the path ``auto`` took before the ``cpu_bf16`` kernel).
 * ``profile`` (``--profile``): torch.profiler's top ops by self CPU time for one step of each, at the first thread
   count (where the time goes).
 * ``fit`` (``--fit-steps N``): N AdamW steps of a small sequence classifier in fp32 and in bf16 autocast from the
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from _timing import interleaved_timings, load_average, pin_threads, write_json
+from formers.core.attention import use_backend
 from formers.core.models.encoder import TransformerEncoder
 from formers.core.varlen import cu_seqlens_from_lengths
 
@@ -52,11 +54,13 @@ class PackedRegressor(nn.Module):
         return self.head(self.encoder(x, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen))
 
 
-def train_step_fn(model: nn.Module, bf16: bool, x: Tensor, target: Tensor, cu: Tensor, max_len: int) -> Callable:
+def train_step_fn(
+    model: nn.Module, bf16: bool, x: Tensor, target: Tensor, cu: Tensor, max_len: int, backend: str = "auto"
+) -> Callable:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> float:
-        with autocast(bf16):
+        with autocast(bf16), use_backend(backend):
             out = model(x, cu, max_len)
         loss = nn.functional.mse_loss(out.float(), target)
         loss.backward()
@@ -84,6 +88,8 @@ def measure_steps(args: argparse.Namespace) -> dict:
         "fp32": train_step_fn(copy.deepcopy(base), False, x, target, cu, max_len),
         "bf16": train_step_fn(copy.deepcopy(base), True, x, target, cu, max_len),
     }
+    if args.compare_sdpa:  # bf16 with torch's SDPA (the path before the cpu_bf16 kernel)
+        steps["bf16_sdpa"] = train_step_fn(copy.deepcopy(base), True, x, target, cu, max_len, backend="sdpa")
     result = {"total_tokens": x.shape[0]}
     for threads in args.threads:
         pin_threads(threads)
@@ -93,6 +99,8 @@ def measure_steps(args: argparse.Namespace) -> dict:
             "speedup": round(t["fp32"].median / t["bf16"].median, 3),
             "speedup_min": round(t["fp32"].best / t["bf16"].best, 3),
         }
+        if "bf16_sdpa" in t:
+            result[f"threads_{threads}"]["speedup_bf16_sdpa"] = round(t["fp32"].median / t["bf16_sdpa"].median, 3)
     if args.profile:
         pin_threads(args.threads[0])
         result["profile"] = {name: profile_step(fn, args.profile_top) for name, fn in steps.items()}
@@ -196,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--compare-sdpa", action="store_true", help="also time bf16 with SDPA attention")
     p.add_argument("--profile", action="store_true", help="profile one step of each at the first thread count")
     p.add_argument("--profile-top", type=int, default=12)
     p.add_argument("--fit-steps", type=int, default=0, help="also compare fp32 and bf16 loss curves (0: skip)")
@@ -229,6 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"  {threads} thread(s): fp32 {r['fp32']['median_s']:.3f} s  bf16 {r['bf16']['median_s']:.3f} s  "
                 f"fp32/bf16 {r['speedup']:.2f}x (min {r['speedup_min']:.2f}x)"
+                + (f"  fp32/bf16-with-SDPA {r['speedup_bf16_sdpa']:.2f}x" if "speedup_bf16_sdpa" in r else "")
             )
         for name, rows in res.get("profile", {}).items():
             print(f"  profile {name}: " + ", ".join(f"{r['op']} {r['share']:.0%}" for r in rows[:8]))

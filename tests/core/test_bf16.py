@@ -174,10 +174,11 @@ def test_bf16_loss_curve_tracks_fp32() -> None:
 
 def test_bf16_benchmark_tiny_run(tmp_path: Path) -> None:
     args = ["--threads", "1", "--batch", "3", "--min-len", "4", "--max-len", "9", "--dim", "16", "--heads", "2"]
-    args += ["--depth", "1", "--repeats", "1", "--warmup", "0", "--profile", "--fit-steps", "6"]
+    args += ["--depth", "1", "--repeats", "1", "--warmup", "0", "--profile", "--fit-steps", "6", "--compare-sdpa"]
     with benchmark_module("bf16_encoder") as bench:
         metrics = bench.main([*args, "--metrics-json", str(tmp_path / "b.json")])
     assert json.loads((tmp_path / "b.json").read_text()) == metrics
     assert metrics["steps"]["threads_1"]["speedup"] > 0
+    assert metrics["steps"]["threads_1"]["speedup_bf16_sdpa"] > 0
     assert metrics["steps"]["profile"]["bf16"][0]["self_ms"] >= 0
     assert len(metrics["fit"]["fp32"]) == 6
