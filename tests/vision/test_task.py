@@ -83,3 +83,19 @@ def test_class_count_mismatch_is_caught(tiny_model, shapes_root, tmp_path):
     dm.setup()
     with pytest.raises(ValueError, match="8 classes but model 'vision_test_tiny' predicts 5"):
         trainer.test(task, datamodule=dm, verbose=False)
+
+
+def test_warmup_cosine_schedule():
+    from formers.vision.task import WarmupCosineLR
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosineLR(opt, warmup_epochs=2, max_epochs=6, warmup_start=0.1, min_factor=0.0)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.1, 0.55, 1.0])
+    assert lrs[3:] == pytest.approx([0.5 * (1 + math.cos(math.pi * k / 4)) for k in (1, 2, 3, 4)])
+    with pytest.raises(ValueError, match="warmup_epochs < max_epochs"):
+        WarmupCosineLR(opt, warmup_epochs=5, max_epochs=5)

@@ -17,17 +17,20 @@ On top of :class:`formers.core.tasks.ClassificationTask`:
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 from formers.core.tasks import ClassificationTask
 from formers.vision.api import prepare_model
 
-__all__ = ["ImageClassificationTask", "soft_target_cross_entropy"]
+__all__ = ["ImageClassificationTask", "WarmupCosineLR", "soft_target_cross_entropy", "write_confusion_csv"]
 
 
 def soft_target_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
@@ -105,3 +108,33 @@ def write_confusion_csv(path: Path, actual: list[int], predicted: list[int], nam
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         writer.writerows((label(a), label(p)) for a, p in zip(actual, predicted, strict=True))
+
+
+class WarmupCosineLR(LambdaLR):
+    """Linear warmup then cosine decay, stepped once per epoch (the DeiT / Swin / CrossViT recipes' schedule).
+
+    In YAML: ``lr_scheduler: {class_path: formers.vision.task.WarmupCosineLR, init_args: {warmup_epochs: 5,
+    max_epochs: 300}}``. The factor goes from ``warmup_start`` to 1 over ``warmup_epochs``, then follows a half
+    cosine down to ``min_factor`` at ``max_epochs``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_epochs: int,
+        max_epochs: int,
+        warmup_start: float = 1e-3,
+        min_factor: float = 1e-2,
+        last_epoch: int = -1,
+    ) -> None:
+        if not 0 <= warmup_epochs < max_epochs:
+            raise ValueError(f"need 0 <= warmup_epochs < max_epochs, got {warmup_epochs} and {max_epochs}")
+        self.warmup_epochs, self.max_epochs = warmup_epochs, max_epochs
+        self.warmup_start, self.min_factor = warmup_start, min_factor
+        super().__init__(optimizer, self.factor, last_epoch)
+
+    def factor(self, epoch: int) -> float:
+        if epoch < self.warmup_epochs:
+            return self.warmup_start + (1 - self.warmup_start) * epoch / self.warmup_epochs
+        progress = min(1.0, (epoch - self.warmup_epochs) / (self.max_epochs - self.warmup_epochs))
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))

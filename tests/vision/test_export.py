@@ -1,0 +1,89 @@
+"""torch.compile and torch.export of one tiny model per registered vision family.
+
+Compilation on a CPU is slow with the real inductor backend, so ``torch.compile`` runs with ``backend="eager"``
+(TorchDynamo graph capture only) and ``aot_eager`` (adds AOTAutograd: the backward graph is traced too); the inductor
+backend itself is left to the throughput benchmark. ``torch.export`` produces the ahead-of-time graph (no graph
+breaks allowed), run here on two inputs and compared with eager.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+
+import formers.vision as fv
+
+
+def _family_models() -> list[str]:
+    out: dict[str, str] = {}
+    for name in sorted(fv.VISION_MODELS):
+        module = fv.VISION_MODELS[name].factory.__module__
+        if module.startswith("formers.vision.models."):
+            out.setdefault(module.rsplit(".", 1)[-1], name)
+    return sorted(out.values())
+
+
+FAMILY_MODELS = _family_models()
+
+
+def _tiny(name: str) -> torch.nn.Module:
+    return fv.create_model(name, **fv.VISION_MODELS[name].test_kwargs).eval()
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_torch_compile_matches_eager(name):
+    torch._dynamo.reset()
+    model = _tiny(name)
+    x = model.example_inputs(2)["x"]
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model, backend="eager")
+        torch.testing.assert_close(compiled(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(compiled(x + 1), model(x + 1), atol=1e-5, rtol=1e-5)  # re-uses the graph
+
+
+@pytest.mark.xfail(
+    raises=torch._dynamo.exc.Unsupported,
+    strict=True,
+    reason="formers.core.attention() reads its forced backend from a ContextVar, which Dynamo cannot trace: one "
+    "graph break per attention call (reported; remove this mark when core avoids ContextVar.get under compile)",
+)
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_torch_compile_fullgraph(name):
+    torch._dynamo.reset()
+    model = _tiny(name)
+    x = model.example_inputs(2)["x"]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x))
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_torch_compile_aot_eager_gradients(name):
+    """AOTAutograd traces the backward too: the compiled gradients equal eager ones (eval mode: no dropout)."""
+    torch._dynamo.reset()
+    model = _tiny(name)
+    eager = _tiny(name)
+    eager.load_state_dict(model.state_dict())
+    x = model.example_inputs(2)["x"]
+    torch.compile(model, backend="aot_eager")(x).square().mean().backward()
+    eager(x).square().mean().backward()
+    compiled_grads = dict(model.named_parameters())
+    checked = 0
+    for n, p in eager.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(compiled_grads[n].grad, p.grad, atol=1e-5, rtol=1e-4)
+            checked += 1
+    assert checked, f"{name}: no gradient"
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_torch_export(name):
+    model = _tiny(name)
+    x = model.example_inputs(2)["x"]
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), atol=1e-5, rtol=1e-5)
+    other = torch.randn_like(x)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(other), model(other), atol=1e-5, rtol=1e-5)
