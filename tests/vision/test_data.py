@@ -142,3 +142,9 @@ def test_cifar10_tar(tmp_path_factory):
     assert len(dm.split("train")) + len(dm.split("val")) == 50_000 and len(dm.split("test")) == 10_000
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (16, 3, 32, 32) and 0 <= int(y.min()) and int(y.max()) <= 9
+
+
+def test_val_fraction_zero_validates_on_the_test_split(shapes_root):
+    dm = ImageFolderDataModule(str(shapes_root), img_size=32, val_fraction=0.0)
+    dm.setup()
+    assert dm.split("val") is dm.split("test") and len(dm.split("train")) == 96

@@ -107,7 +107,7 @@ class ImageFolderDataModule(LightningDataModule):
         in_chans: 3 (RGB) or 1 (grayscale).
         batch_size: per-device batch size (training drops the last partial batch: Mixup needs even batches).
         num_workers: DataLoader workers.
-        val_fraction: share of ``train/`` held out for validation (seeded).
+        val_fraction: share of ``train/`` held out for validation (seeded); 0 validates on the test split.
         max_per_split: cap on the images of each split (first ``n`` after a seeded shuffle), for smoke runs.
         seed: seed of the split and the subsampling.
         model_cfg: vision model whose ``pretrained_cfg`` gives the defaults of mean/std/interpolation/crop_pct.
@@ -242,10 +242,12 @@ class ImageFolderDataModule(LightningDataModule):
         cap = self.hparams.max_per_split
         if cap is not None:
             train_idx, val_idx, test_idx = train_idx[:cap], val_idx[:cap], test_idx[:cap]
+        test_split = _Transformed(test, sorted(test_idx), self.eval_transform())
         self._splits = {
             "train": _Transformed(train, train_idx, self.train_transform()),
-            "val": _Transformed(train, val_idx, self.eval_transform()),
-            "test": _Transformed(test, sorted(test_idx), self.eval_transform()),
+            # val_fraction 0: validate on the test split (ImageNet practice: val/ is the only held-out set)
+            "val": _Transformed(train, val_idx, self.eval_transform()) if val_idx else test_split,
+            "test": test_split,
         }
         hp = self.hparams
         if hp.mixup > 0 or hp.cutmix > 0 or hp.smoothing > 0:
