@@ -84,3 +84,25 @@ def test_every_family_config_has_a_consistent_pretrained_cfg(name):
     for key in ("first_conv", "classifier"):  # a module name or a tuple of them (timm allows both)
         for module in [cfg[key]] if isinstance(cfg[key], str) else cfg[key]:
             assert f"{module}.weight" in state, f"{key} {module!r} is not a module of {name}"
+
+
+def _one_per_family() -> list[str]:
+    out: dict[str, str] = {}
+    for name in sorted(fv.VISION_MODELS):
+        module = fv.VISION_MODELS[name].factory.__module__
+        if module.startswith("formers.vision.models."):
+            out.setdefault(module, name)
+    return sorted(out.values())
+
+
+@pytest.mark.parametrize("name", _one_per_family())
+def test_family_rejects_wrong_channels_and_sizes(name):
+    """The contract: a wrong channel count or image size is a ValueError naming the expected and the given value."""
+    model = fv.create_model(name, **fv.VISION_MODELS[name].test_kwargs).eval()
+    x = model.example_inputs(1)["x"]
+    c, h, w = x.shape[1:]
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=rf"{c}\b(.|\n)*\b{c + 1}\b|{c + 1}\b(.|\n)*\b{c}\b"):
+            model(torch.randn(1, c + 1, h, w))
+        with pytest.raises(ValueError, match=rf"{h}\b(.|\n)*\b{h + 8}\b|{h + 8}\b(.|\n)*\b{h}\b"):
+            model(torch.randn(1, c, h + 8, w + 8))
