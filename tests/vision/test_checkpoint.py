@@ -125,3 +125,24 @@ def test_family_roundtrip_through_safetensors(name, tmp_path):
     x = model.example_inputs(2)["x"]
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ("pit_ti_224", "crossvit_tiny_240", "swin_tiny_patch4_window7_224") if n in fv.VISION_MODELS]
+)
+def test_timm_training_checkpoint_loads_with_the_same_logits(name, tmp_path):
+    """timm's state dict in a DDP-wrapped EMA training checkpoint -> create_model(checkpoint_path=...) == timm."""
+    import timm
+
+    kwargs = fv.VISION_MODELS[name].test_kwargs
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False, **kwargs).eval()
+    ema = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    torch.save(
+        {"state_dict": {k: torch.zeros_like(v) for k, v in ema.items()}, "state_dict_ema": ema, "epoch": 9},
+        tmp_path / "timm.pth.tar",
+    )
+    model = fv.create_model(name, checkpoint_path=tmp_path / "timm.pth.tar", **kwargs).eval()
+    x = model.example_inputs(2)["x"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
