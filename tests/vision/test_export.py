@@ -1,9 +1,9 @@
 """torch.compile and torch.export of one tiny model per registered vision family.
 
 Compilation on a CPU is slow with the real inductor backend, so ``torch.compile`` runs with ``backend="eager"``
-(TorchDynamo graph capture only) and ``aot_eager`` (adds AOTAutograd: the backward graph is traced too); the inductor
-backend itself is left to the throughput benchmark. ``torch.export`` produces the ahead-of-time graph (no graph
-breaks allowed), run here on two inputs and compared with eager.
+(TorchDynamo graph capture only) and ``aot_eager`` (adds AOTAutograd: the backward graph is traced too), both with
+``fullgraph=True`` (one graph, no break); the inductor backend itself is left to the throughput benchmark.
+``torch.export`` produces the ahead-of-time graph, run here on two inputs and compared with eager.
 """
 
 from __future__ import annotations
@@ -38,24 +38,9 @@ def test_torch_compile_matches_eager(name):
     x = model.example_inputs(2)["x"]
     with torch.no_grad():
         expected = model(x)
-        compiled = torch.compile(model, backend="eager")
+        compiled = torch.compile(model, backend="eager", fullgraph=True)  # no graph break anywhere
         torch.testing.assert_close(compiled(x), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(compiled(x + 1), model(x + 1), atol=1e-5, rtol=1e-5)  # re-uses the graph
-
-
-@pytest.mark.xfail(
-    raises=torch._dynamo.exc.Unsupported,
-    strict=True,
-    reason="formers.core.attention() reads its forced backend from a ContextVar, which Dynamo cannot trace: one "
-    "graph break per attention call (reported; remove this mark when core avoids ContextVar.get under compile)",
-)
-@pytest.mark.parametrize("name", FAMILY_MODELS)
-def test_torch_compile_fullgraph(name):
-    torch._dynamo.reset()
-    model = _tiny(name)
-    x = model.example_inputs(2)["x"]
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model, backend="eager", fullgraph=True)(x), model(x))
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
@@ -66,7 +51,7 @@ def test_torch_compile_aot_eager_gradients(name):
     eager = _tiny(name)
     eager.load_state_dict(model.state_dict())
     x = model.example_inputs(2)["x"]
-    torch.compile(model, backend="aot_eager")(x).square().mean().backward()
+    torch.compile(model, backend="aot_eager", fullgraph=True)(x).square().mean().backward()
     eager(x).square().mean().backward()
     compiled_grads = dict(model.named_parameters())
     checked = 0
