@@ -2,7 +2,7 @@
 
 Compilation on a CPU is slow with the real inductor backend, so ``torch.compile`` runs with ``backend="eager"``
 (TorchDynamo graph capture only) and ``aot_eager`` (adds AOTAutograd: the backward graph is traced too), both with
-``fullgraph=True`` (one graph, no break); the inductor backend itself is left to the throughput benchmark.
+``fullgraph=True`` (one graph, no break); inductor itself is not run here (minutes of C++ compilation on CPU).
 ``torch.export`` produces the ahead-of-time graph, run here on two inputs and compared with eager.
 """
 
