@@ -365,3 +365,20 @@ def test_key_padding_mask_errors_share_one_style(owner):
     with pytest.raises(ValueError, match=rf"^{owner}: key_padding_mask shape \(2, 4\) does not match \(batch, len_k\)"):
         run(torch.zeros(2, 4, dtype=torch.bool))
     run(torch.zeros(2, 5, dtype=torch.bool))  # the right mask passes
+
+
+def test_attention_compiles_without_graph_breaks() -> None:
+    """torch.compile traces attention() whole, use_backend() included (a ContextVar read would break the graph)."""
+    import torch._dynamo
+
+    q = torch.randn(1, 2, 16, 8)
+
+    def run(q: torch.Tensor) -> torch.Tensor:
+        return attention(q, q, q, causal=True)
+
+    with use_backend("reference"):
+        explained = torch._dynamo.explain(run)(q)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(run, backend="eager", fullgraph=True)
+    with use_backend("reference"):
+        torch.testing.assert_close(compiled(q), run(q))

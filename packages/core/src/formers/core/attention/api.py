@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +39,10 @@ __all__ = [
     "available_backends",
 ]
 
-_forced_backend: ContextVar[str | None] = ContextVar("formers_attention_backend", default=None)
+# The backend forced by use_backend(). A plain module global on purpose, not a ContextVar: torch.compile (dynamo)
+# cannot trace ContextVar.get() and would break the graph at every attention call, whereas a global is read at trace
+# time and guarded (changing it recompiles). The price: the setting is process-wide, not per thread.
+_FORCED_BACKEND: list[str | None] = [None]
 
 
 def forced_backend() -> str | None:
@@ -49,19 +51,22 @@ def forced_backend() -> str | None:
     Other dispatchers (the packed/varlen path in :mod:`formers.core.varlen`) read it so one ``use_backend`` block
     routes every attention call of a model.
     """
-    return _forced_backend.get()
+    return _FORCED_BACKEND[-1]
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Route every ``backend="auto"`` call inside the block to ``name`` (e.g. run a whole model on the oracle)."""
+    """Route every ``backend="auto"`` call inside the block to ``name`` (e.g. run a whole model on the oracle).
+
+    Blocks nest; the setting is process-wide (see ``_FORCED_BACKEND``), so it also holds inside ``torch.compile``.
+    """
     if name != "auto":
         get_backend(name)  # unknown names fail here, not at the first attention call
-    token = _forced_backend.set(None if name == "auto" else name)
+    _FORCED_BACKEND.append(None if name == "auto" else name)
     try:
         yield
     finally:
-        _forced_backend.reset(token)
+        _FORCED_BACKEND.pop()
 
 
 def attention(
@@ -92,7 +97,7 @@ def attention(
         ``(batch, heads, len_q, head_dim_v)`` in the dtype of ``v``. A query that sees no key yields zeros.
     """
     call = _validate(q, k, v, attn_bias, causal, key_padding_mask, dropout_p)
-    name = _forced_backend.get() if backend == "auto" else backend
+    name = _FORCED_BACKEND[-1] if backend == "auto" else backend
     if name is None:
         impl = select_backend(call)
     else:
