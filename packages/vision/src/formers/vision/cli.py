@@ -30,7 +30,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def main(args: ArgsType = None) -> None:
     """Entry point of ``formers-vision``."""
-    argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
+    argv = sys.argv[1:] if args is None else list(args) if isinstance(args, (list, tuple)) else None  # dict/Namespace
     if argv and argv[0] == "predict" and not {"-c", "--config"} & {a.split("=")[0] for a in argv}:
         predict_main(argv[1:])
         return
