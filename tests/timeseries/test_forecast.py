@@ -13,7 +13,7 @@ import torch
 
 from formers.timeseries import forecast
 from formers.timeseries.cli import main
-from formers.timeseries.forecast import forecast_test_split, future_dates, infer_step, load_forecaster
+from formers.timeseries.forecasting import forecast_test_split, future_dates, infer_step, load_forecaster
 from formers.timeseries.timefeatures import time_features
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from formers.core import registry
 
 if TYPE_CHECKING:
     from formers.timeseries.data import ForecastDataModule
-    from formers.timeseries.forecast import forecast
+    from formers.timeseries.forecasting import forecast
     from formers.timeseries.task import ForecastTask
 
 __all__ = ["create_model", "list_models", "ForecastDataModule", "ForecastTask", "forecast"]
@@ -29,7 +29,7 @@ DOMAIN = "timeseries"
 _LAZY = {
     "ForecastDataModule": "formers.timeseries.data",
     "ForecastTask": "formers.timeseries.task",
-    "forecast": "formers.timeseries.forecast",
+    "forecast": "formers.timeseries.forecasting",
 }
 
 

@@ -8,7 +8,7 @@ Usage::
     formers-timeseries predict --ckpt <run_dir>/checkpoints/best.ckpt --csv my.csv --out forecast.csv --plot f.png
 
 ``fit`` / ``validate`` / ``test`` are LightningCLI (see :mod:`formers.core.cli` for the run layout). ``predict`` is
-not LightningCLI's: it is intercepted here and runs :func:`formers.timeseries.forecast.forecast` (future values in
+not LightningCLI's: it is intercepted here and runs :func:`formers.timeseries.forecasting.forecast` (future values in
 the CSV's units, with timestamps) or, with ``--split test``, writes the forecast-vs-truth TSV of the test split.
 """
 
@@ -62,7 +62,7 @@ def predict(argv: Sequence[str]) -> None:
     """The ``predict`` subcommand (``argv`` without the word ``predict``)."""
     parser = predict_parser()
     args = parser.parse_args(argv)
-    from formers.timeseries.forecast import forecast, forecast_test_split  # lightning import only when used
+    from formers.timeseries.forecasting import forecast, forecast_test_split  # lightning import only when used
 
     try:
         if args.split == "test":

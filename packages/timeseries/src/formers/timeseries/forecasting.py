@@ -17,8 +17,6 @@ Command line: ``formers-timeseries predict --ckpt best.ckpt --csv my.csv --out f
 from __future__ import annotations
 
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -278,19 +276,3 @@ def forecast_test_split(
     Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
     return table
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`forecast`.
-
-    ``formers.timeseries`` exports the function ``forecast`` lazily (importing it eagerly would load Lightning for
-    every registry user). Once this submodule is imported, Python binds the *module* to ``formers.timeseries.forecast``,
-    shadowing the function; making the module callable keeps ``from formers.timeseries import forecast`` working as
-    the function either way.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        return forecast(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
