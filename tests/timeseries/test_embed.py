@@ -20,16 +20,16 @@ from formers.timeseries.models.embed import (
 
 @pytest.mark.parametrize(
     ("freq", "dim"),
-    [("h", 4), ("H", 4), ("t", 5), ("min", 5), ("15min", 5), ("s", 6), ("m", 1), ("ME", 1), ("a", 1), ("Y", 1)]
-    + [("w", 2), ("W-SUN", 2), ("d", 3), ("b", 3)],
+    [("h", 4), ("H", 4), ("t", 5), ("min", 5), ("15min", 5), ("s", 6), ("m", 1), ("ME", 1), ("a", 0), ("Y", 0)]
+    + [("q", 1), ("QE", 1), ("w", 2), ("W-SUN", 2), ("d", 3), ("b", 3)],
 )
 def test_time_feature_dim(freq, dim):
     assert time_feature_dim(freq) == dim
 
 
 def test_time_feature_dim_rejects_unknown():
-    with pytest.raises(ValueError, match="unknown freq 'q'"):
-        time_feature_dim("q")
+    with pytest.raises(ValueError, match="unknown freq 'x'"):
+        time_feature_dim("x")
     with pytest.raises(TypeError, match="freq must be a string"):
         time_feature_dim(4)
 
@@ -82,3 +82,11 @@ def test_inverted_embedding_tokens():
     emb = DataEmbedding_inverted(12, 8)
     assert emb(torch.randn(2, 12, 5), torch.rand(2, 12, 4)).shape == (2, 9, 8)
     assert emb(torch.randn(2, 12, 5)).shape == (2, 5, 8)
+
+
+@pytest.mark.parametrize("freq", ["h", "min", "s", "ME", "QE", "YE", "W", "D", "B", "t", "m", "a", "Y", "q", "15min"])
+def test_model_time_feature_dim_matches_the_data_pipeline(freq):
+    """The models' feature count per frequency equals what the data module builds (yearly: none, as gluonts)."""
+    from formers.timeseries.timefeatures import num_time_features
+
+    assert time_feature_dim(freq) == num_time_features(freq)

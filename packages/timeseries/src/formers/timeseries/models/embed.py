@@ -33,8 +33,9 @@ __all__ = [
     "build_temporal_embedding",
 ]
 
-# Number of timeF features per base frequency (TSLib ``freq_map``), keyed by canonical name.
-_FREQ_DIMS = {"h": 4, "min": 5, "s": 6, "month": 1, "year": 1, "w": 2, "d": 3, "b": 3}
+# Number of timeF features per base frequency, keyed by canonical name: what formers.timeseries.timefeatures (gluonts)
+# builds. TSLib's ``freq_map`` says 1 for yearly data but its features are empty there (a shape error in TSLib).
+_FREQ_DIMS = {"h": 4, "min": 5, "s": 6, "month": 1, "quarter": 1, "year": 0, "w": 2, "d": 3, "b": 3}
 _FREQ_ALIASES = {
     "h": "h",
     "H": "h",
@@ -47,6 +48,10 @@ _FREQ_ALIASES = {
     "M": "month",
     "ME": "month",
     "MS": "month",
+    "q": "quarter",
+    "Q": "quarter",
+    "QE": "quarter",
+    "QS": "quarter",
     "a": "year",
     "A": "year",
     "y": "year",
