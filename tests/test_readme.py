@@ -16,5 +16,6 @@ def test_readme_has_python_examples():
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code, capsys):
     exec(compile(code, str(README), "exec"), {})
-    if "print(list_models())" in code:  # entry-point discovery reaches the core models
-        assert "transformer_classifier" in capsys.readouterr().out
+    if "print(list_models())" in code:  # entry-point discovery reaches the core models and every installed domain
+        listed = capsys.readouterr().out
+        assert all(name in listed for name in ("transformer_classifier", "itransformer", "swin_tiny_patch4_window7_224"))
