@@ -160,8 +160,8 @@ def runnable_candidates(
         except (BackendUnavailableError, NotImplementedError) as exc:
             refused[name] = str(exc).splitlines()[0]
             continue
-        with torch.no_grad():
-            errors[name] = (forward().float() - expected).abs().max().item()
+        # same grad mode as the timed call: a backend may serve only training calls (cpu_bf16)
+        errors[name] = (forward().detach().float() - expected).abs().max().item()
         fns[name] = fn
     return fns, errors, refused
 
