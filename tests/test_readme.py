@@ -18,4 +18,5 @@ def test_readme_python_block_runs(code, capsys):
     exec(compile(code, str(README), "exec"), {})
     if "print(list_models())" in code:  # entry-point discovery reaches the core models and every installed domain
         listed = capsys.readouterr().out
-        assert all(name in listed for name in ("transformer_classifier", "itransformer", "swin_tiny_patch4_window7_224"))
+        expected = ("transformer_classifier", "itransformer", "swin_tiny_patch4_window7_224")
+        assert all(name in listed for name in expected), listed
