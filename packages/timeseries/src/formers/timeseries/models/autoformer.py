@@ -13,6 +13,8 @@ Follows TSLib ``models/Autoformer.py`` (identical to thuml/Autoformer apart from
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -193,48 +195,12 @@ class Autoformer(Forecaster):
         "moving_avg": 5,
     },
 )
-def autoformer(
-    seq_len: int = 96,
-    label_len: int = 48,
-    pred_len: int = 96,
-    enc_in: int = 7,
-    dec_in: int = 7,
-    c_out: int = 7,
-    d_model: int = 512,
-    n_heads: int = 8,
-    e_layers: int = 2,
-    d_layers: int = 1,
-    d_ff: int = 2048,
-    factor: float = 3,
-    moving_avg: int = 25,
-    dropout: float = 0.1,
-    embed: str = "timeF",
-    freq: str = "h",
-    activation: str = "gelu",
-    distil: bool = True,
-) -> Autoformer:
-    """Autoformer at the TSLib ETTh1 script configuration by default (10,535,943 parameters).
+def autoformer(*, distil: bool = True, **kwargs: Any) -> Autoformer:
+    """Autoformer at the TSLib ETTh1 script configuration by default (10,535,943 parameters); keyword arguments are
+    :class:`Autoformer`'s (the defaults live there).
 
     ``distil`` is accepted so that one TSLib-style configuration serves every forecaster; Autoformer has no
     distilling (TSLib ignores it too).
     """
     del distil
-    return Autoformer(
-        seq_len=seq_len,
-        label_len=label_len,
-        pred_len=pred_len,
-        enc_in=enc_in,
-        dec_in=dec_in,
-        c_out=c_out,
-        d_model=d_model,
-        n_heads=n_heads,
-        e_layers=e_layers,
-        d_layers=d_layers,
-        d_ff=d_ff,
-        factor=factor,
-        moving_avg=moving_avg,
-        dropout=dropout,
-        embed=embed,
-        freq=freq,
-        activation=activation,
-    )
+    return Autoformer(**kwargs)

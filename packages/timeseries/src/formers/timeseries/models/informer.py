@@ -16,6 +16,8 @@ directly). ``attn='full'`` swaps ProbSparse for full attention (Informer2020's `
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from formers.core.layers import Mlp
@@ -163,54 +165,12 @@ class Informer(Forecaster):
     paper="Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al., AAAI 2021)",
     test_kwargs={"seq_len": 24, "label_len": 12, "pred_len": 8, "d_model": 16, "d_ff": 32, "n_heads": 2},
 )
-def informer(
-    seq_len: int = 96,
-    label_len: int = 48,
-    pred_len: int = 96,
-    enc_in: int = 7,
-    dec_in: int = 7,
-    c_out: int = 7,
-    d_model: int = 512,
-    n_heads: int = 8,
-    e_layers: int = 2,
-    d_layers: int = 1,
-    d_ff: int = 2048,
-    factor: int = 3,
-    dropout: float = 0.1,
-    embed: str = "timeF",
-    freq: str = "h",
-    activation: str = "gelu",
-    distil: bool = True,
-    attn: str = "prob",
-    mix: bool = True,
-    eval_sample_seed: int | None = 0,
-    moving_avg: int = 25,
-) -> Informer:
-    """Informer at the TSLib ETTh1 script configuration by default (factor 3; 11,328,007 parameters).
+def informer(*, moving_avg: int = 25, **kwargs: Any) -> Informer:
+    """Informer at the TSLib ETTh1 script configuration by default (factor 3; 11,328,007 parameters); keyword
+    arguments are :class:`Informer`'s (the defaults live there).
 
     ``moving_avg`` is accepted so that one TSLib-style configuration serves every forecaster (unused: no
     decomposition). ``attn``, ``mix`` are Informer2020 options; ``eval_sample_seed`` see :class:`InformerAttention`.
     """
     del moving_avg
-    return Informer(
-        seq_len=seq_len,
-        label_len=label_len,
-        pred_len=pred_len,
-        enc_in=enc_in,
-        dec_in=dec_in,
-        c_out=c_out,
-        d_model=d_model,
-        n_heads=n_heads,
-        e_layers=e_layers,
-        d_layers=d_layers,
-        d_ff=d_ff,
-        factor=factor,
-        dropout=dropout,
-        embed=embed,
-        freq=freq,
-        activation=activation,
-        distil=distil,
-        attn=attn,
-        mix=mix,
-        eval_sample_seed=eval_sample_seed,
-    )
+    return Informer(**kwargs)

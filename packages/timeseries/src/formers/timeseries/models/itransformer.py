@@ -10,6 +10,8 @@ and de-normalized exactly afterwards. Follows thuml/iTransformer ``model/iTransf
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from formers.core.layers import MultiHeadAttention
@@ -99,47 +101,14 @@ class ITransformer(Forecaster):
     test_kwargs={"seq_len": 24, "label_len": 12, "pred_len": 8, "d_model": 16, "d_ff": 32, "n_heads": 2},
 )
 def itransformer(
-    seq_len: int = 96,
-    label_len: int = 48,
-    pred_len: int = 96,
-    enc_in: int = 7,
-    dec_in: int = 7,
-    c_out: int = 7,
-    d_model: int = 256,
-    n_heads: int = 8,
-    e_layers: int = 2,
-    d_ff: int = 256,
-    factor: int = 1,
-    dropout: float = 0.1,
-    embed: str = "timeF",
-    freq: str = "h",
-    activation: str = "gelu",
-    use_norm: bool = True,
-    d_layers: int = 1,
-    moving_avg: int = 25,
-    distil: bool = True,
+    *, factor: int = 1, d_layers: int = 1, moving_avg: int = 25, distil: bool = True, **kwargs: Any
 ) -> ITransformer:
-    """iTransformer at the official ETTh1 (H = 96/192) configuration by default: d_model = d_ff = 256, 2 layers.
+    """iTransformer at the official ETTh1 (H = 96/192) configuration by default; keyword arguments are
+    :class:`ITransformer`'s (the defaults live there): d_model = d_ff = 256, 2 layers.
 
     ``label_len``, ``dec_in``, ``factor``, ``d_layers``, ``moving_avg`` and ``distil`` are accepted so that one
     TSLib-style configuration serves every forecaster, and are unused here (no decoder, no decomposition, no
     distilling; the reference's FullAttention ignores ``factor``).
     """
     del factor, d_layers, moving_avg, distil
-    return ITransformer(
-        seq_len=seq_len,
-        pred_len=pred_len,
-        enc_in=enc_in,
-        c_out=c_out,
-        d_model=d_model,
-        n_heads=n_heads,
-        e_layers=e_layers,
-        d_ff=d_ff,
-        dropout=dropout,
-        activation=activation,
-        embed=embed,
-        freq=freq,
-        use_norm=use_norm,
-        label_len=label_len,
-        dec_in=dec_in,
-    )
+    return ITransformer(**kwargs)
