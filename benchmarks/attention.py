@@ -1,6 +1,7 @@
 """Benchmark ``formers.core.attention.attention`` backends against naive PyTorch attention, measured in one run.
 
-For each dtype (fp32, bf16), case (dense, additive ``(B, H, L, L)`` bias, causal) and mode (forward, forward+backward)
+For each dtype (fp32, bf16), case (dense; additive ``(B, H, L, L)`` bias; ``learned_bias``: a ``(1, H, L, L)`` bias that
+gets a gradient, as Swin's relative position bias; causal) and mode (forward, forward+backward)
 every available backend is timed interleaved with naive matmul-softmax-matmul attention and with a plain square
 matmul (the practical compute ceiling of the machine, so it sees the same load as the kernels). Reported per
 candidate: median and best time, the speed ratio ``naive / backend`` (from medians, > 1 = faster than naive; also
@@ -36,7 +37,7 @@ from _timing import Timing, interleaved_timings, load_average, matmul_candidate,
 from formers.core.attention import BackendUnavailableError, attention, available_backends
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-CASES = ("dense", "bias", "causal")
+CASES = ("dense", "bias", "learned_bias", "causal")
 MODES = ("fwd", "fwd_bwd")
 NAIVE = "naive"
 MATMUL = "matmul"
@@ -87,6 +88,8 @@ def make_inputs(shape: Shape, dtype: torch.dtype, case: str, device: torch.devic
     inputs = {name: rand(*dims).requires_grad_(grad) for name in ("q", "k", "v")}
     if case == "bias":
         inputs["bias"] = rand(shape.batch, shape.heads, shape.length, shape.length)
+    if case == "learned_bias":
+        inputs["bias"] = rand(1, shape.heads, shape.length, shape.length).requires_grad_(grad)
     if grad:
         inputs["grad_out"] = rand(*dims)
     return inputs
@@ -114,7 +117,8 @@ def forward_fn(impl: str, inputs: dict[str, Tensor], case: str) -> Callable[[], 
 
 
 def timed_fn(forward: Callable[[], Tensor], inputs: dict[str, Tensor], mode: str) -> Callable[[], object]:
-    """Wrap a forward call for ``mode``: forward only under ``no_grad``, or forward + ``autograd.grad`` for q, k, v."""
+    """Wrap a forward call for ``mode``: forward only under ``no_grad``, or forward + ``autograd.grad`` for q, k, v
+    (and a learned bias)."""
     if mode == "fwd":
 
         def run_fwd() -> Tensor:
@@ -122,7 +126,7 @@ def timed_fn(forward: Callable[[], Tensor], inputs: dict[str, Tensor], mode: str
                 return forward()
 
         return run_fwd
-    leaves = (inputs["q"], inputs["k"], inputs["v"])
+    leaves = tuple(t for name, t in inputs.items() if name != "grad_out" and t.requires_grad)
     return lambda: torch.autograd.grad(forward(), leaves, inputs["grad_out"])
 
 

@@ -382,3 +382,47 @@ def test_attention_compiles_without_graph_breaks() -> None:
     compiled = torch.compile(run, backend="eager", fullgraph=True)
     with use_backend("reference"):
         torch.testing.assert_close(compiled(q), run(q))
+
+
+# ------------------------------------------------------------------------------------------ cpu_matmul (learned bias)
+
+
+@pytest.mark.parametrize("masks", [{}, {"causal": True, "padding": True}], ids=["bias", "bias+causal+padding"])
+def test_cpu_matmul_matches_reference_when_training_a_bias(masks):
+    case = Case(B=2, H=3, Lq=6, Lk=6, D=8, bias_shape="per_head", **masks)
+    q, k, v, kwargs = case.make(requires_grad=True)
+    if masks:
+        kwargs["key_padding_mask"][0] = True  # sample 0 sees no key: zeros, zero gradients
+    out = attention(q, k, v, backend="cpu_matmul", **kwargs)
+    inputs = (q, k, v, kwargs["attn_bias"])
+    ref_in = [t.detach().requires_grad_() for t in inputs]
+    ref = attention(*ref_in[:3], backend="reference", **{**kwargs, "attn_bias": ref_in[3]})
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    weight = torch.randn(out.shape)
+    grads = torch.autograd.grad((out * weight).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * weight).sum(), ref_in)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_picks_cpu_matmul_only_for_training_with_a_learned_bias(monkeypatch):
+    seen = []
+    for name in ("sdpa", "cpu_matmul"):
+        impl = backends_mod.get_backend(name)
+
+        def spy(*args, _name=name, _kernel=impl.kernel):
+            seen.append(_name)
+            return _kernel(*args)
+
+        monkeypatch.setitem(backends_mod._BACKENDS, name, dataclasses.replace(impl, kernel=spy))
+    q = torch.randn(2, 3, 5, 8, requires_grad=True)
+    learned, fixed = torch.zeros(3, 5, 5, requires_grad=True), torch.zeros(3, 5, 5)
+    attention(q, q, q, attn_bias=learned)  # training a bias: SDPA would run unfused
+    attention(q, q, q, attn_bias=fixed)  # a constant mask: SDPA's fused kernel
+    attention(q, q, q, attn_bias=learned, dropout_p=0.1)  # no dropout in cpu_matmul
+    with torch.no_grad():
+        attention(q, q, q, attn_bias=learned)  # inference
+    assert seen == ["cpu_matmul", "sdpa", "sdpa", "sdpa"]
+    with pytest.raises(BackendUnavailableError, match="learned bias"):
+        attention(q, q, q, attn_bias=fixed, backend="cpu_matmul")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from formers.kernels.cpu_bf16 import bf16_matmul_attention
+from formers.kernels.matmul import matmul_attention
 from formers.kernels.reference import reference_attention
 from formers.kernels.sdpa import sdpa_attention
 
@@ -118,7 +118,7 @@ def varlen_bf16_matmul_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
 ) -> Tensor:
-    """:func:`~formers.kernels.cpu_bf16.bf16_matmul_attention` per sequence: CPU bf16 training (bf16 matmuls, fp32
+    """:func:`~formers.kernels.matmul.matmul_attention` per sequence: CPU bf16 training (bf16 matmuls, fp32
     softmax statistics), faster than SDPA's bf16 backward on CPU. No dropout.
 
     Shapes:
@@ -127,7 +127,7 @@ def varlen_bf16_matmul_attention(
         - output: ``(total_q, heads, head_dim_v)``
     """
     return _per_sequence(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, bf16_matmul_attention, causal=causal, scale=scale, dropout_p=dropout_p
+        q, k, v, cu_seqlens_q, cu_seqlens_k, matmul_attention, causal=causal, scale=scale, dropout_p=dropout_p
     )
 
 

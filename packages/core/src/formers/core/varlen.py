@@ -15,7 +15,7 @@ Backends of :func:`varlen_attention` (``backend=``):
   (any device; memory ``O(total²)``); 3-4x slower than the loop on CPU, kept as a second implementation.
 * ``"nested"``: SDPA on ``torch.nested`` jagged tensors (no causal); 4-10x slower than the loop on CPU in torch 2.10.
 * ``"xformers"``: xformers ``BlockDiagonalMask`` + ``memory_efficient_attention``, CUDA only; ``auto`` on CUDA.
-* ``"cpu_bf16"``: bf16 matmuls with fp32 softmax statistics per sequence (:mod:`formers.kernels.cpu_bf16`);
+* ``"cpu_bf16"``: bf16 matmuls with fp32 softmax statistics per sequence (:mod:`formers.kernels.matmul`);
   ``auto`` for bf16 training on CPU (SDPA's bf16 backward is slower than its fp32 one there); no dropout.
 * ``"triton"``: the fused Triton kernel over ``cu_seqlens`` (:mod:`formers.kernels.triton.attention`), CUDA (CPU
   only under ``TRITON_INTERPRET=1``); ``auto`` on CUDA when xformers cannot serve the call; no dropout.

@@ -169,6 +169,7 @@ def _validate(
         needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
         batch=batch,
         heads=heads,
+        bias_needs_grad=torch.is_grad_enabled() and attn_bias is not None and attn_bias.requires_grad,
     )
 
 

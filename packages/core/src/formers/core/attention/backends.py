@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from formers.kernels.cpu_bf16 import bf16_matmul_attention
+from formers.kernels.matmul import matmul_attention
 from formers.kernels.reference import reference_attention
 from formers.kernels.sdpa import sdpa_attention
 from formers.kernels.triton import triton_device_reason, triton_unavailable_reason
@@ -43,6 +43,7 @@ class AttentionCall:
     needs_grad: bool
     batch: int = 1
     heads: int = 1
+    bias_needs_grad: bool = False
 
 
 KernelFn = Callable[..., Tensor]
@@ -199,13 +200,42 @@ def _cpu_bf16_rejects(call: AttentionCall) -> str | None:
 _CPU_BF16_MAX_SCORES = 1 << 28
 
 
-# Auto picks it for bf16 training on CPU only (see formers.kernels.cpu_bf16 for the measurements).
+# Auto picks it for bf16 training on CPU only (see formers.kernels.matmul for the measurements).
 register_backend(
     AttentionBackend(
         name="cpu_bf16",
-        kernel=bf16_matmul_attention,
+        kernel=matmul_attention,
         description="bf16 matmuls + fp32 softmax statistics, explicit backward (CPU bf16 training; memory O(L²))",
         priority={"cpu": 5},
         rejects=_cpu_bf16_rejects,
+    )
+)
+
+
+def _cpu_matmul_rejects(call: AttentionCall) -> str | None:
+    if call.device_type != "cpu" or not call.dtype.is_floating_point:
+        return f"cpu_matmul takes floating CPU tensors, got {call.dtype} on {call.device_type}"
+    if call.dropout:
+        return "cpu_matmul has no attention dropout (use sdpa, or dropout_p=0)"
+    if not (call.needs_grad and call.bias_needs_grad):
+        return "cpu_matmul is for training with a learned bias (SDPA then runs unfused); otherwise SDPA is faster"
+    scores = call.batch * call.heads * call.len_q * call.len_k
+    if scores * call.dtype.itemsize > _CPU_MATMUL_MAX_BYTES:
+        return f"cpu_matmul would keep {scores * call.dtype.itemsize / 2**30:.1f} GiB of probabilities (cap 1 GiB)"
+    return None
+
+
+_CPU_MATMUL_MAX_BYTES = 1 << 30
+
+
+# The same kernel for CPU training with a bias that needs a gradient (Swin's relative position bias, Graphormer's
+# spatial bias): SDPA has no fused kernel for a bias gradient and its math path is slower (formers.kernels.matmul).
+register_backend(
+    AttentionBackend(
+        name="cpu_matmul",
+        kernel=matmul_attention,
+        description="matmul-softmax-matmul, explicit backward (CPU training with a learned bias; memory O(L²))",
+        priority={"cpu": 6},
+        rejects=_cpu_matmul_rejects,
     )
 )
