@@ -184,20 +184,24 @@ register_backend(
 )
 
 
-def _cpu_bf16_rejects(call: AttentionCall) -> str | None:
-    if call.device_type != "cpu" or call.dtype != torch.bfloat16:
-        return f"cpu_bf16 takes bfloat16 CPU tensors, got {call.dtype} on {call.device_type}"
+def _matmul_training_refusal(name: str, call: AttentionCall, max_bytes: int) -> str | None:
+    """What the explicit-backward matmul kernel cannot take: dropout, a call without gradients, too large scores."""
     if call.dropout:
-        return "cpu_bf16 has no attention dropout (use sdpa, or dropout_p=0)"
+        return f"{name} has no attention dropout (use sdpa, or dropout_p=0)"
     if not call.needs_grad:
-        return "cpu_bf16 is for training; without gradients SDPA's fused bf16 forward is as fast and O(L) in memory"
-    scores = call.batch * call.heads * call.len_q * call.len_k
-    if scores > _CPU_BF16_MAX_SCORES:
-        return f"cpu_bf16 would keep {scores * 2 / 2**30:.1f} GiB of bf16 probabilities for the backward (cap 0.5 GiB)"
+        return f"{name} is for training; without gradients SDPA's fused forward is as fast and O(L) in memory"
+    probs = call.batch * call.heads * call.len_q * call.len_k * call.dtype.itemsize
+    if probs > max_bytes:
+        return (
+            f"{name} would keep {probs / 2**30:.1f} GiB of probabilities for the backward (cap {max_bytes / 2**30} GiB)"
+        )
     return None
 
 
-_CPU_BF16_MAX_SCORES = 1 << 28
+def _cpu_bf16_rejects(call: AttentionCall) -> str | None:
+    if call.device_type != "cpu" or call.dtype != torch.bfloat16:
+        return f"cpu_bf16 takes bfloat16 CPU tensors, got {call.dtype} on {call.device_type}"
+    return _matmul_training_refusal("cpu_bf16", call, max_bytes=1 << 29)
 
 
 # Auto picks it for bf16 training on CPU only (see formers.kernels.matmul for the measurements).
@@ -215,17 +219,9 @@ register_backend(
 def _cpu_matmul_rejects(call: AttentionCall) -> str | None:
     if call.device_type != "cpu" or not call.dtype.is_floating_point:
         return f"cpu_matmul takes floating CPU tensors, got {call.dtype} on {call.device_type}"
-    if call.dropout:
-        return "cpu_matmul has no attention dropout (use sdpa, or dropout_p=0)"
-    if not (call.needs_grad and call.bias_needs_grad):
+    if call.needs_grad and not call.bias_needs_grad:
         return "cpu_matmul is for training with a learned bias (SDPA then runs unfused); otherwise SDPA is faster"
-    scores = call.batch * call.heads * call.len_q * call.len_k
-    if scores * call.dtype.itemsize > _CPU_MATMUL_MAX_BYTES:
-        return f"cpu_matmul would keep {scores * call.dtype.itemsize / 2**30:.1f} GiB of probabilities (cap 1 GiB)"
-    return None
-
-
-_CPU_MATMUL_MAX_BYTES = 1 << 30
+    return _matmul_training_refusal("cpu_matmul", call, max_bytes=1 << 30)
 
 
 # The same kernel for CPU training with a bias that needs a gradient (Swin's relative position bias, Graphormer's
