@@ -273,7 +273,26 @@ def test_cli_defaults_follow_run_dir(tmp_path, cli_argv):
     assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
     optimizer = cli.model.configure_optimizers()
     assert type(optimizer).__name__ == "AdamW" and optimizer.defaults["lr"] == 1e-3
+    assert optimizer.defaults["weight_decay"] == 0.01
     assert cli.config.seed_everything == 42
+
+
+@pytest.mark.parametrize("where", ["yaml", "command line"])
+def test_a_chosen_optimizer_gets_only_its_own_defaults(tmp_path, cli_argv, where):
+    """Regression: jsonargparse carries init_args over to a new class_path, so a parser-level AdamW default leaked
+    weight_decay=0.01 into every config that picked Adam (the ETTh1 paper runs trained with L2 decay)."""
+    config = yaml.safe_load(TINY.read_text())
+    if where == "yaml":
+        config["optimizer"] = {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4}}
+        extra = ()
+    else:
+        del config["optimizer"]
+        extra = ("--optimizer=Adam", "--optimizer.lr=1e-4")
+    (tmp_path / "adam.yaml").write_text(yaml.safe_dump(config))
+    cli = _tiny_cli(tmp_path / "run", *extra, config=tmp_path / "adam.yaml")
+    optimizer = cli.model.configure_optimizers()
+    assert type(optimizer).__name__ == "Adam"
+    assert optimizer.defaults["lr"] == 1e-4 and optimizer.defaults["weight_decay"] == 0.0
 
 
 def test_cli_optimizer_and_scheduler_come_from_the_config(tmp_path, cli_argv):

@@ -32,8 +32,10 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
   line DVC would try to fill ``${...}`` itself). Lightning's CSVLogger empties ``metrics.csv`` of a non-empty log dir,
   so after a resume it holds the resumed part of the run; DVCLive keeps the whole history (see below).
 * ``seed_everything: 42``, ``LearningRateMonitor``, TQDM progress bar (Lightning's default).
-* ``optimizer:`` defaults to ``AdamW(lr=1e-3, weight_decay=0.01)``; ``lr_scheduler:`` is empty by default. Lightning
-  turns them into the model's ``configure_optimizers``; formers tasks define none, so the YAML is never shadowed.
+* ``optimizer:`` defaults to ``AdamW(lr=1e-3, weight_decay=0.01)`` when a config names none; a config that names one
+  gets exactly its own arguments and that class's defaults (nothing carried over from AdamW). ``lr_scheduler:`` is
+  empty by default. Lightning turns them into the model's ``configure_optimizers``; formers tasks define none, so the
+  YAML is never shadowed.
 * Checkpoints are loaded with ``weights_only=True`` (no pickled code runs) unless ``--weights_only false`` is given.
   When ``fit`` resumes (``--ckpt_path``), the DVCLive logger continues its history (``resume: true``).
 """
@@ -60,6 +62,8 @@ __all__ = [
 
 RUN_DIR = "${run_dir}"
 LOG_DIR = "${log_dir}"
+# Filled in only when a config names no optimizer: as a parser default its init_args would be carried over by
+# jsonargparse into whatever optimizer a config picks (Adam silently got AdamW's weight_decay=0.01).
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.01}}
 _DVCLIVE = "dvclive.lightning.DVCLiveLogger"
 
@@ -172,14 +176,17 @@ class FormersCLI(LightningCLI):
             "run_dir/<subcommand> otherwise).",
         )
         parser.set_defaults({"trainer.callbacks": default_callbacks(self.monitor, self.monitor_mode)})
-        # added here (not by LightningCLI after this hook) so that the default optimizer can be set
+        # added here (not by LightningCLI after this hook); no parser default, see DEFAULT_OPTIMIZER
         parser.add_optimizer_args((Optimizer,))
-        parser.set_defaults({"optimizer": DEFAULT_OPTIMIZER})
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         log_dir = config.run_dir if self.subcommand in (None, "fit") else f"{config.run_dir}/{self.subcommand}"
         _resolve_placeholders(config, {LOG_DIR: log_dir, RUN_DIR: config.run_dir})
+        if "optimizer" in config and config.optimizer is None:
+            config.optimizer = Namespace(
+                class_path=DEFAULT_OPTIMIZER["class_path"], init_args=Namespace(**DEFAULT_OPTIMIZER["init_args"])
+            )
         if "weights_only" in config and config.weights_only is None:
             config.weights_only = True
         if self.subcommand == "fit" and config.get("ckpt_path"):
