@@ -217,8 +217,8 @@ register_backend(
 
 
 def _cpu_matmul_rejects(call: AttentionCall) -> str | None:
-    if call.device_type != "cpu" or not call.dtype.is_floating_point:
-        return f"cpu_matmul takes floating CPU tensors, got {call.dtype} on {call.device_type}"
+    if call.device_type != "cpu":  # attention() has already refused non-floating inputs
+        return f"cpu_matmul takes CPU tensors, got {call.device_type}"
     if call.needs_grad and not call.bias_needs_grad:
         return "cpu_matmul is for training with a learned bias (SDPA then runs unfused); otherwise SDPA is faster"
     return _matmul_training_refusal("cpu_matmul", call, max_bytes=1 << 30)
