@@ -6,10 +6,16 @@ Default: the paper ETTh1 configurations (``create_model(name)`` defaults: seq_le
 seconds per step, the best, and the bf16/fp32 ratio (< 1 = bf16 faster) are reported. Reference-code timings on the
 same kind of machine (1 thread, batch 32): about 0.15 s/step iTransformer, 3.1-3.5 s/step Informer and Autoformer.
 
+``--reference`` adds a third candidate to each model's interleaved rounds: the line-by-line transcription of the
+reference code (TSLib / Informer2020 / thuml iTransformer) that the equivalence tests use
+(``tests/timeseries/_tslib_reference.py``), in fp32, with the same inputs, and reports ours-fp32 / reference
+(< 1 = ours faster). Both train with the papers' dropout of 0.1.
+
 Usage::
 
     python benchmarks/timeseries_step.py --metrics-json results/bench/timeseries_step.json
     python benchmarks/timeseries_step.py --models itransformer --steps 10
+    python benchmarks/timeseries_step.py --reference     # + the reference code, same rounds (CPU)
     python benchmarks/timeseries_step.py --tiny   # registry test configs, seconds (smoke test)
 
 Nothing here asserts absolute times: numbers depend on the machine and on whatever else runs on it.
@@ -18,6 +24,7 @@ Nothing here asserts absolute times: numbers depend on the machine and on whatev
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,17 +36,35 @@ from formers.core.registry import create_model, get_model_entry
 
 MODELS = ("itransformer", "autoformer", "informer")
 DTYPES = ("fp32", "bf16")
+# timed rounds per model when --steps is not given: a 0.05 s iTransformer step needs many for a stable median
+DEFAULT_STEPS = {"itransformer": 30, "autoformer": 5, "informer": 5}
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "tests" / "timeseries" / "_tslib_reference.py"
+REFERENCE_CLASSES = {
+    "itransformer": "ITransformerReference",
+    "autoformer": "AutoformerReference",
+    "informer": "InformerReference",
+}
 
 
-def make_step(name: str, batch: int, dtype: str, device: torch.device, tiny: bool) -> tuple[Callable[[], float], int]:
-    """A closure running one training step of a fresh ``name`` model, and the model's parameter count."""
-    torch.manual_seed(0)
-    kwargs = get_model_entry(name).test_kwargs if tiny else {}
-    model = create_model(name, **kwargs).to(device).train()
-    inputs = model.example_inputs(batch)
-    target = torch.randn(model.expected_output_shape(batch), device=device)
+# The ETTh1 paper configurations (create_model's defaults), as the reference transcriptions take them.
+_ETTH1 = {"seq_len": 96, "label_len": 48, "pred_len": 96, "enc_in": 7, "dec_in": 7, "c_out": 7, "n_heads": 8}
+_ENCODER_DECODER = {**_ETTH1, "d_model": 512, "d_ff": 2048, "e_layers": 2, "d_layers": 1, "factor": 3, "dropout": 0.1}
+REFERENCE_CONFIGS = {
+    "itransformer": {**_ETTH1, "d_model": 256, "d_ff": 256, "e_layers": 2, "dropout": 0.1},
+    "autoformer": {**_ENCODER_DECODER, "moving_avg": 25},
+    "informer": _ENCODER_DECODER,
+}
+
+
+def _model_kwargs(name: str, tiny: bool) -> dict:
+    return dict(get_model_entry(name).test_kwargs) if tiny else {}
+
+
+def _training_step(
+    model: torch.nn.Module, inputs: dict[str, torch.Tensor], target: torch.Tensor, autocast: torch.autocast
+) -> Callable[[], float]:
+    """A closure running one training step (fwd, MSE, bwd, Adam) of ``model`` on fixed inputs."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -49,20 +74,56 @@ def make_step(name: str, batch: int, dtype: str, device: torch.device, tiny: boo
         optimizer.step()
         return loss.item()
 
-    return step, model.num_parameters()
+    return step
+
+
+def _fixed_batch(name: str, batch: int, device: torch.device, tiny: bool) -> tuple[dict, torch.Tensor]:
+    """Inputs and target for ``name`` built from seed 0: the same tensors for every candidate of one model."""
+    torch.manual_seed(0)
+    model = create_model(name, **_model_kwargs(name, tiny))  # on the CPU: only its input layout is used
+    inputs = {key: value.to(device) for key, value in model.example_inputs(batch).items()}
+    return inputs, torch.randn(model.expected_output_shape(batch)).to(device)
+
+
+def make_step(name: str, batch: int, dtype: str, device: torch.device, tiny: bool) -> tuple[Callable[[], float], int]:
+    """A closure running one training step of a fresh ``name`` model, and the model's parameter count."""
+    inputs, target = _fixed_batch(name, batch, device, tiny)
+    torch.manual_seed(0)
+    model = create_model(name, **_model_kwargs(name, tiny)).to(device).train()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    return _training_step(model, inputs, target, autocast), model.num_parameters()
+
+
+def make_reference_step(name: str, batch: int, tiny: bool) -> tuple[Callable[[], float], int]:
+    """A closure running one fp32 CPU training step of the reference transcription, and its parameter count."""
+    spec = importlib.util.spec_from_file_location("_tslib_reference", REFERENCE_FILE)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    device = torch.device("cpu")
+    inputs, target = _fixed_batch(name, batch, device, tiny)
+    torch.manual_seed(0)
+    config = {**REFERENCE_CONFIGS[name], **_model_kwargs(name, tiny)}
+    model = getattr(reference, REFERENCE_CLASSES[name])(config).train()
+    autocast = torch.autocast("cpu", enabled=False)
+    return _training_step(model, inputs, target, autocast), sum(p.numel() for p in model.parameters())
 
 
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     steps, params = {}, 0
     for dtype in args.dtypes:
         steps[dtype], params = make_step(name, args.batch, dtype, device, args.tiny)
-    timings = interleaved_timings(steps, repeats=args.steps, warmup=args.warmup, device=device)
     result: dict[str, float] = {"params": params}
-    for dtype, timing in timings.items():
-        result[f"{dtype}_s_per_step"] = timing.median
-        result[f"{dtype}_best_s"] = timing.best
+    if args.reference:
+        steps["reference"], result["reference_params"] = make_reference_step(name, args.batch, args.tiny)
+    repeats = result["rounds"] = args.steps or DEFAULT_STEPS[name]
+    timings = interleaved_timings(steps, repeats=repeats, warmup=args.warmup, device=device)
+    for candidate, timing in timings.items():
+        result[f"{candidate}_s_per_step"] = timing.median
+        result[f"{candidate}_best_s"] = timing.best
     if {"fp32", "bf16"} <= set(timings):
         result["bf16_over_fp32"] = timings["bf16"].median / timings["fp32"].median
+    if {"fp32", "reference"} <= set(timings):
+        result["fp32_over_reference"] = timings["fp32"].median / timings["reference"].median
     return result
 
 
@@ -72,14 +133,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per model and dtype (median reported)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"timed steps per candidate (median reported); default {DEFAULT_STEPS}"
+    )
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--tiny", action="store_true", help="the registry's tiny test configurations (smoke test)")
+    parser.add_argument(
+        "--reference", action="store_true", help="also time the reference-code transcription (fp32, CPU only)"
+    )
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.batch < 1 or args.threads < 1 or args.warmup < 0:
+    if (args.steps is not None and args.steps < 1) or args.batch < 1 or args.threads < 1 or args.warmup < 0:
         parser.error("--steps, --batch and --threads must be >= 1, --warmup >= 0")
+    if args.reference and args.device != "cpu":
+        parser.error("--reference runs the reference transcription, which is CPU-only; drop it or use --device cpu")
     return args
 
 
@@ -92,13 +160,16 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average": load_average(),
     }
     print(f"one training step (fwd + bwd + Adam), batch {args.batch}, {threads} thread(s), {device}")
-    print(f"{'model':<14}{'params':>12}" + "".join(f"{d + ' s/step':>14}" for d in args.dtypes) + f"{'bf16/fp32':>11}")
+    candidates = [*args.dtypes, *(["reference"] if args.reference else [])]
+    ratios = {"bf16_over_fp32": "bf16/fp32", **({"fp32_over_reference": "fp32/ref"} if args.reference else {})}
+    header = "".join(f"{c + ' s/step':>17}" for c in candidates) + "".join(f"{r:>11}" for r in ratios.values())
+    print(f"{'model':<14}{'params':>12}{header}")
     for name in args.models:
         result = measure(name, args, device)
         metrics[name] = result
-        cells = "".join(f"{result[f'{d}_s_per_step']:>14.4f}" for d in args.dtypes)
-        ratio = f"{result['bf16_over_fp32']:>11.2f}" if "bf16_over_fp32" in result else f"{'-':>11}"
-        print(f"{name:<14}{result['params']:>12,}{cells}{ratio}", flush=True)
+        cells = "".join(f"{result[f'{c}_s_per_step']:>17.4f}" for c in candidates)
+        cells += "".join(f"{result[key]:>11.2f}" if key in result else f"{'-':>11}" for key in ratios)
+        print(f"{name:<14}{result['params']:>12,}{cells}", flush=True)
     metrics["load_average_after"] = load_average()
     write_json(args.metrics_json, metrics)
     return metrics

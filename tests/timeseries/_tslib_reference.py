@@ -1,7 +1,9 @@
 """Transcriptions of the reference arithmetic (TSLib @ 4e938a1 / Informer2020 @ 29f2a73) for equivalence tests.
 
 Kept close to the original code on purpose (Python loops over delays, roll / gather, 1x1 convs), minus
-configuration plumbing. Test-only; never imported by the package.
+configuration plumbing. Dropout sits where the originals apply it, with ``cfg["dropout"]`` (default 0: the
+equivalence tests compare deterministic forwards; ``benchmarks/timeseries_step.py --reference`` trains with 0.1).
+Test and benchmark code only; never imported by the package.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class AutoformerReference(nn.Module):
         super().__init__()
         d, dff, k = cfg["d_model"], cfg["d_ff"], cfg["moving_avg"]
         self.cfg = cfg
+        self.drop = nn.Dropout(cfg.get("dropout", 0.0))
         self.decomp = series_decomp(k)
 
         def emb(c_in):
@@ -169,7 +172,7 @@ class AutoformerReference(nn.Module):
         self.projection = nn.Linear(d, cfg["c_out"])
 
     def _embed(self, emb, x, mark):
-        return emb["token"](x.permute(0, 2, 1)).transpose(1, 2) + emb["time"](mark)
+        return self.drop(emb["token"](x.permute(0, 2, 1)).transpose(1, 2) + emb["time"](mark))
 
     def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
         label_len, pred_len = self.cfg["label_len"], self.cfg["pred_len"]
@@ -181,20 +184,20 @@ class AutoformerReference(nn.Module):
         x = self._embed(self.enc_emb, x_enc, x_mark_enc)
         decomp = series_decomp(self.cfg["moving_avg"])
         for layer in self.enc_layers:
-            x = x + layer["attn"](x, x, x)
+            x = x + self.drop(layer["attn"](x, x, x))
             x, _ = decomp(x)
-            y = F.gelu(layer["conv1"](x.transpose(-1, 1)))
-            y = layer["conv2"](y).transpose(-1, 1)
+            y = self.drop(F.gelu(layer["conv1"](x.transpose(-1, 1))))
+            y = self.drop(layer["conv2"](y).transpose(-1, 1))
             x, _ = decomp(x + y)
         enc_out = self.enc_norm(x)
         x = self._embed(self.dec_emb, seasonal_init, x_mark_dec)
         for layer in self.dec_layers:
-            x = x + layer["self"](x, x, x)
+            x = x + self.drop(layer["self"](x, x, x))
             x, trend1 = decomp(x)
-            x = x + layer["cross"](x, enc_out, enc_out)
+            x = x + self.drop(layer["cross"](x, enc_out, enc_out))
             x, trend2 = decomp(x)
-            y = F.gelu(layer["conv1"](x.transpose(-1, 1)))
-            y = layer["conv2"](y).transpose(-1, 1)
+            y = self.drop(F.gelu(layer["conv1"](x.transpose(-1, 1))))
+            y = self.drop(layer["conv2"](y).transpose(-1, 1))
             x, trend3 = decomp(x + y)
             residual = layer["proj"]((trend1 + trend2 + trend3).permute(0, 2, 1)).transpose(1, 2)
             trend = trend + residual
@@ -261,16 +264,17 @@ class ProbAttention(nn.Module):
 
 
 class FullAttention(nn.Module):
-    def __init__(self, mask_flag=True):
+    def __init__(self, mask_flag=True, attention_dropout=0.0):
         super().__init__()
         self.mask_flag = mask_flag
+        self.dropout = nn.Dropout(attention_dropout)
 
     def forward(self, queries, keys, values):
         B, L, H, E = queries.shape
         scores = torch.einsum("blhe,bshe->bhls", queries, keys)
         if self.mask_flag:
             scores = scores.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), -math.inf)
-        A = torch.softmax(scores / math.sqrt(E), dim=-1)
+        A = self.dropout(torch.softmax(scores / math.sqrt(E), dim=-1))
         return torch.einsum("bhls,bshd->blhd", A, values).contiguous()
 
 
@@ -299,13 +303,15 @@ class AttentionLayer(nn.Module):
 
 
 class InformerReference(nn.Module):
-    """Informer2020 ``models/model.py`` (attn='prob', mix=True, distil=True, timeF, dropout 0), modules declared
+    """Informer2020 ``models/model.py`` (attn='prob', mix=True, distil=True, timeF), modules declared
     in the order of :class:`formers.timeseries.models.informer.Informer` so that parameters copy by position."""
 
     def __init__(self, cfg):
         super().__init__()
         d, dff, H, c = cfg["d_model"], cfg["d_ff"], cfg["n_heads"], cfg["factor"]
         self.cfg = cfg
+        p = cfg.get("dropout", 0.0)
+        self.drop = nn.Dropout(p)
 
         def emb(c_in):
             return nn.ModuleDict(
@@ -345,7 +351,7 @@ class InformerReference(nn.Module):
                 {
                     "self": AttentionLayer(ProbAttention(True, c), d, H, mix=True),
                     "norm1": nn.LayerNorm(d),
-                    "cross": AttentionLayer(FullAttention(False), d, H),
+                    "cross": AttentionLayer(FullAttention(False, p), d, H),
                     "norm2": nn.LayerNorm(d),
                     "ffn": ffn(),
                     "norm3": nn.LayerNorm(d),
@@ -362,17 +368,18 @@ class InformerReference(nn.Module):
         self.register_buffer("pe", pe[None], persistent=False)
 
     def _embed(self, emb, x, mark):
-        return emb["token"](x.permute(0, 2, 1)).transpose(1, 2) + self.pe[:, : x.shape[1]] + emb["time"](mark)
+        return self.drop(
+            emb["token"](x.permute(0, 2, 1)).transpose(1, 2) + self.pe[:, : x.shape[1]] + emb["time"](mark)
+        )
 
-    @staticmethod
-    def _ffn(ffn, x):
-        y = F.gelu(ffn["conv1"](x.transpose(-1, 1)))
-        return ffn["conv2"](y).transpose(-1, 1)
+    def _ffn(self, ffn, x):
+        y = self.drop(F.gelu(ffn["conv1"](x.transpose(-1, 1))))
+        return self.drop(ffn["conv2"](y).transpose(-1, 1))
 
     def forward(self, x_enc, x_mark_enc, x_dec, x_mark_dec):
         x = self._embed(self.enc_emb, x_enc, x_mark_enc)
         for i, layer in enumerate(self.enc_layers):
-            x = layer["norm1"](x + layer["attn"](x, x, x))
+            x = layer["norm1"](x + self.drop(layer["attn"](x, x, x)))
             x = layer["norm2"](x + self._ffn(layer["ffn"], x))
             if i < len(self.convs):
                 conv = self.convs[i]
@@ -381,7 +388,70 @@ class InformerReference(nn.Module):
         enc_out = self.enc_norm(x)
         x = self._embed(self.dec_emb, x_dec, x_mark_dec)
         for layer in self.dec_layers:
-            x = layer["norm1"](x + layer["self"](x, x, x))
-            x = layer["norm2"](x + layer["cross"](x, enc_out, enc_out))
+            x = layer["norm1"](x + self.drop(layer["self"](x, x, x)))
+            x = layer["norm2"](x + self.drop(layer["cross"](x, enc_out, enc_out)))
             x = layer["norm3"](x + self._ffn(layer["ffn"], x))
         return self.projection(self.dec_norm(x))[:, -self.cfg["pred_len"] :, :]
+
+
+# ------------------------------------------------------------------------------------------------ iTransformer
+class ITransformerReference(nn.Module):
+    """thuml/iTransformer ``model/iTransformer.py`` (= TSLib's; use_norm=1, class_strategy=projection): separate
+    q/k/v projections, 1x1-conv FFN, post-LN encoder layers."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        d, dff, H = cfg["d_model"], cfg["d_ff"], cfg["n_heads"]
+        self.cfg = cfg
+        self.value_embedding = nn.Linear(cfg["seq_len"], d)
+        self.dropout = nn.Dropout(cfg.get("dropout", 0.0))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "attn": AttentionLayer(FullAttention(False, cfg.get("dropout", 0.0)), d, H),
+                    "norm1": nn.LayerNorm(d),
+                    "conv1": nn.Conv1d(d, dff, 1),
+                    "conv2": nn.Conv1d(dff, d, 1),
+                    "norm2": nn.LayerNorm(d),
+                }
+            )
+            for _ in range(cfg["e_layers"])
+        )
+        self.norm = nn.LayerNorm(d)
+        self.projector = nn.Linear(d, cfg["pred_len"])
+
+    def forward(self, x_enc, x_mark_enc, x_dec=None, x_mark_dec=None):
+        pred_len = self.cfg["pred_len"]
+        means = x_enc.mean(1, keepdim=True).detach()
+        x_enc = x_enc - means
+        stdev = torch.sqrt(torch.var(x_enc, dim=1, keepdim=True, unbiased=False) + 1e-5)
+        x_enc = x_enc / stdev
+        _, _, N = x_enc.shape
+        x = self.dropout(self.value_embedding(torch.cat([x_enc.permute(0, 2, 1), x_mark_enc.permute(0, 2, 1)], 1)))
+        for layer in self.layers:
+            x = x + self.dropout(layer["attn"](x, x, x))
+            y = x = layer["norm1"](x)
+            y = self.dropout(F.gelu(layer["conv1"](y.transpose(-1, 1))))
+            y = self.dropout(layer["conv2"](y).transpose(-1, 1))
+            x = layer["norm2"](x + y)
+        dec_out = self.projector(self.norm(x)).permute(0, 2, 1)[:, :, :N]
+        dec_out = dec_out * stdev[:, 0, :].unsqueeze(1).repeat(1, pred_len, 1)
+        dec_out = dec_out + means[:, 0, :].unsqueeze(1).repeat(1, pred_len, 1)
+        return dec_out[:, -pred_len:, :]
+
+    def formers_state_dict(self):
+        """These weights under :class:`formers.timeseries.models.itransformer.ITransformer`'s names (fused qkv)."""
+        state = {"enc_embedding.value_embedding." + k: v for k, v in self.value_embedding.state_dict().items()}
+        for i, layer in enumerate(self.layers):
+            attn, prefix = layer["attn"], f"layers.{i}."
+            for kind in ("weight", "bias"):
+                projections = (attn.query_projection, attn.key_projection, attn.value_projection)
+                state[prefix + "attention.qkv." + kind] = torch.cat([getattr(p, kind) for p in projections])
+                state[prefix + "attention.proj." + kind] = getattr(attn.out_projection, kind)
+                state[prefix + "ffn.fc1." + kind] = getattr(layer["conv1"], kind).squeeze(-1)
+                state[prefix + "ffn.fc2." + kind] = getattr(layer["conv2"], kind).squeeze(-1)
+                for norm in ("norm1", "norm2"):
+                    state[prefix + f"{norm}.{kind}"] = getattr(layer[norm], kind)
+        state.update({"norm." + k: v for k, v in self.norm.state_dict().items()})
+        state.update({"projector." + k: v for k, v in self.projector.state_dict().items()})
+        return state

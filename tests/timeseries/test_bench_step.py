@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from _bench import benchmark_module
 
 
@@ -32,3 +34,22 @@ def test_bench_step_selection(tmp_path: Path, capsys) -> None:
     assert "itransformer" in out and "informer" not in out.replace("itransformer", "")
     assert set(metrics) == {"config", "load_average", "load_average_after", "itransformer"}
     assert "bf16_over_fp32" not in metrics["itransformer"]
+
+
+def test_bench_step_reference(tmp_path: Path, capsys) -> None:
+    """--reference times the reference transcription in the same rounds, at the same parameter count."""
+    with benchmark_module("timeseries_step") as bench:
+        metrics = bench.main(
+            ["--tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--dtypes", "fp32", "--reference"]
+        )
+    assert "fp32/ref" in capsys.readouterr().out
+    for name in bench.MODELS:
+        result = metrics[name]
+        assert result["reference_params"] == result["params"]
+        assert result["reference_s_per_step"] > 0
+        assert result["fp32_over_reference"] == result["fp32_s_per_step"] / result["reference_s_per_step"]
+
+
+def test_bench_step_reference_is_cpu_only() -> None:
+    with benchmark_module("timeseries_step") as bench, pytest.raises(SystemExit):
+        bench.main(["--tiny", "--reference", "--device", "cuda"])
