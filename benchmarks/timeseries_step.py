@@ -24,6 +24,7 @@ Nothing here asserts absolute times: numbers depend on the machine and on whatev
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -77,44 +78,47 @@ def _training_step(
     return step
 
 
-def _fixed_batch(name: str, batch: int, device: torch.device, tiny: bool) -> tuple[dict, torch.Tensor]:
-    """Inputs and target for ``name`` built from seed 0: the same tensors for every candidate of one model."""
-    torch.manual_seed(0)
-    model = create_model(name, **_model_kwargs(name, tiny))  # on the CPU: only its input layout is used
-    inputs = {key: value.to(device) for key, value in model.example_inputs(batch).items()}
-    return inputs, torch.randn(model.expected_output_shape(batch)).to(device)
-
-
-def make_step(name: str, batch: int, dtype: str, device: torch.device, tiny: bool) -> tuple[Callable[[], float], int]:
-    """A closure running one training step of a fresh ``name`` model, and the model's parameter count."""
-    inputs, target = _fixed_batch(name, batch, device, tiny)
+def make_step(
+    name: str, dtype: str, device: torch.device, tiny: bool, batch: tuple[dict, torch.Tensor]
+) -> tuple[Callable[[], float], int]:
+    """A closure running one training step of a fresh ``name`` model on ``batch`` (inputs, target), and the model's
+    parameter count."""
     torch.manual_seed(0)
     model = create_model(name, **_model_kwargs(name, tiny)).to(device).train()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
-    return _training_step(model, inputs, target, autocast), model.num_parameters()
+    return _training_step(model, *batch, autocast), model.num_parameters()
 
 
-def make_reference_step(name: str, batch: int, tiny: bool) -> tuple[Callable[[], float], int]:
-    """A closure running one fp32 CPU training step of the reference transcription, and its parameter count."""
+@functools.cache
+def _reference_module():
     spec = importlib.util.spec_from_file_location("_tslib_reference", REFERENCE_FILE)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
-    device = torch.device("cpu")
-    inputs, target = _fixed_batch(name, batch, device, tiny)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_reference_step(name: str, tiny: bool, batch: tuple[dict, torch.Tensor]) -> tuple[Callable[[], float], int]:
+    """A closure running one fp32 CPU training step of the reference transcription on ``batch``, and its parameter
+    count."""
     torch.manual_seed(0)
     config = {**REFERENCE_CONFIGS[name], **_model_kwargs(name, tiny)}
-    model = getattr(reference, REFERENCE_CLASSES[name])(config).train()
-    autocast = torch.autocast("cpu", enabled=False)
-    return _training_step(model, inputs, target, autocast), sum(p.numel() for p in model.parameters())
+    model = getattr(_reference_module(), REFERENCE_CLASSES[name])(config).train()
+    params = sum(p.numel() for p in model.parameters())
+    return _training_step(model, *batch, torch.autocast("cpu", enabled=False)), params
 
 
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    # one batch for every candidate, laid out as the data pipeline builds it (seed 0)
+    torch.manual_seed(0)
+    layout = create_model(name, **_model_kwargs(name, args.tiny))
+    inputs, target = layout.example_inputs(args.batch), torch.randn(layout.expected_output_shape(args.batch))
+    device_batch = ({key: value.to(device) for key, value in inputs.items()}, target.to(device))
     steps, params = {}, 0
     for dtype in args.dtypes:
-        steps[dtype], params = make_step(name, args.batch, dtype, device, args.tiny)
+        steps[dtype], params = make_step(name, dtype, device, args.tiny, device_batch)
     result: dict[str, float] = {"params": params}
-    if args.reference:
-        steps["reference"], result["reference_params"] = make_reference_step(name, args.batch, args.tiny)
+    if args.reference:  # CPU only (parse_args)
+        steps["reference"], result["reference_params"] = make_reference_step(name, args.tiny, (inputs, target))
     repeats = result["rounds"] = args.steps or DEFAULT_STEPS[name]
     timings = interleaved_timings(steps, repeats=repeats, warmup=args.warmup, device=device)
     for candidate, timing in timings.items():
