@@ -1,15 +1,16 @@
-"""Layering between workspace members, enforced by ruff's banned-api rule (TID251) in each member's pyproject.
+"""Layering between workspace members: one import-linter contract set in the root ``pyproject.toml``.
 
 Allowed direction: ``formers.kernels`` <- ``formers.core`` <- ``formers.<domain>``. Kernels import no other formers
 package, core imports no domain, a domain imports neither the kernels (it goes through core) nor another domain.
-Ruff bans a module *and its submodules* (``import formers.vision.models``, ``from formers.vision.x import y``), so
-banning the top-level package of each member is enough. Not covered by any linter: ``importlib.import_module`` with
-a string, which layering code must not use.
+``[tool.importlinter]`` states this once for all members (a ``layers`` contract with the domains as independent
+siblings, plus a ``forbidden`` contract for domain -> kernels); ``lint-imports`` checks it. import-linter reads every
+import statement, lazy and ``TYPE_CHECKING`` ones included, and counts submodule imports as imports of the package.
+Not covered by any linter: ``importlib.import_module`` with a string, which layering code must not use.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def workspace_members() -> dict[str, Path]:
 MEMBERS = workspace_members()
 KERNELS, CORE = "formers.kernels", "formers.core"
 DOMAINS = sorted(set(MEMBERS) - {KERNELS, CORE})
+CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
 
 
 def banned_for(module: str) -> set[str]:
@@ -48,7 +50,7 @@ def allowed_for(module: str) -> set[str]:
 
 
 def import_forms(target: str) -> list[str]:
-    """Every spelling of importing ``target`` that must count as importing it (one statement per line)."""
+    """Every spelling of importing ``target`` that must count as importing it."""
     parent, leaf = target.rsplit(".", 1)
     return [
         f"import {target}",
@@ -59,36 +61,31 @@ def import_forms(target: str) -> list[str]:
         f"from {target}.sub.deeper import name as other",
         f"from {parent} import {leaf}",
         f"def lazy():\n    import {target}.sub",
-        f"if TYPE_CHECKING:\n    from {target}.sub import Name",
+        f"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from {target}.sub import Name",
     ]
 
 
-def ruff() -> str:
-    """The workspace's ruff executable (skip when it is not installed)."""
-    exe = Path(sys.executable).with_name("ruff")
-    found = str(exe) if exe.is_file() else shutil.which("ruff")
+def tool(name: str) -> str:
+    """An executable of the workspace venv (skip when it is not installed)."""
+    exe = Path(sys.executable).with_name(name)
+    found = str(exe) if exe.is_file() else shutil.which(name)
     if found is None:
-        pytest.skip("ruff is not installed in this environment")
+        pytest.skip(f"{name} is not installed in this environment")
     return found
 
 
-def lint_source(source: str, filename: Path) -> list[dict]:
-    """Ruff diagnostics for ``source`` as if it were ``filename`` (so that file's member config applies)."""
-    cmd = [ruff(), "check", "--no-cache", "--stdin-filename", str(filename), "--output-format", "json", "-"]
-    cmd += ["--select", "TID251"]
-    proc = subprocess.run(cmd, input=source, capture_output=True, text=True, cwd=ROOT, check=False)
-    assert proc.returncode in (0, 1), proc.stderr
-    return json.loads(proc.stdout)
+def lint_imports(cwd: Path, pythonpath: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` with the root contract; ``pythonpath`` (first on sys.path) decides which sources it reads."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    cmd = [tool("lint-imports"), "--config", str(ROOT / "pyproject.toml"), "--no-cache"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, check=False)
 
 
-def probe_path(module: str) -> Path:
-    """A not-existing file inside ``module``'s source tree."""
-    return MEMBERS[module] / "src" / Path(*module.split(".")) / "_layering_probe.py"
-
-
-def lines_flagged(source: str, module: str) -> set[int]:
-    """1-based line numbers of ``source`` (linted as a file of ``module``) where TID251 fires."""
-    return {d["location"]["row"] for d in lint_source(source, probe_path(module)) if d["code"] == "TID251"}
+def contract(contract_type: str) -> dict:
+    (found,) = [c for c in CONFIG["contracts"] if c["type"] == contract_type]
+    return found
 
 
 def test_members_discovered() -> None:
@@ -96,44 +93,83 @@ def test_members_discovered() -> None:
     assert DOMAINS, "no domain members found"
 
 
+def test_contract_names_every_member() -> None:
+    """The contract's layers are exactly kernels < core < all domains as independent siblings (a new member must be
+    added here, or its imports go unchecked)."""
+    assert set(CONFIG["root_packages"]) == set(MEMBERS)
+    top, middle, bottom = contract("layers")["layers"]
+    assert (middle, bottom) == (CORE, KERNELS)
+    assert ":" not in top, "domains must be independent siblings ('|'), not mutually importable (':')"
+    assert sorted(name.strip() for name in top.split("|")) == DOMAINS
+    forbidden = contract("forbidden")
+    assert sorted(forbidden["source_modules"]) == DOMAINS and forbidden["forbidden_modules"] == [KERNELS]
+    assert forbidden["allow_indirect_imports"] is True  # domain -> core -> kernels is the intended path
+
+
+def test_no_member_keeps_its_own_layering_list() -> None:
+    """The root contract is the only statement of the layering: no per-member ruff banned-api lists beside it."""
+    for path, project in member_pyprojects().items():
+        tidy = project.get("tool", {}).get("ruff", {}).get("lint", {}).get("flake8-tidy-imports", {})
+        assert "banned-api" not in tidy, path / "pyproject.toml"
+
+
+def test_real_tree_keeps_the_contract() -> None:
+    proc = lint_imports(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 broken" in proc.stdout, proc.stdout
+
+
+def stub_tree(root: Path, probes: dict[str, str]) -> str:
+    """One stub package per member under ``root`` (each in its own sys.path entry, like the editable installs, with
+    ``sub`` and ``sub.deeper`` submodules), plus probe modules ``{dotted name: source}``; returns the PYTHONPATH."""
+    entries = []
+    for module in MEMBERS:
+        entry = root / module.split(".")[1]
+        package = entry / Path(*module.split("."))
+        (package / "sub").mkdir(parents=True)
+        for init in (package / "__init__.py", package / "sub" / "__init__.py", package / "sub" / "deeper.py"):
+            init.write_text("name = Name = None\n")
+        entries.append(str(entry))
+    for dotted, source in probes.items():
+        owner = ".".join(dotted.split(".")[:2])
+        (root / owner.split(".")[1] / Path(*dotted.split("."))).with_suffix(".py").write_text(source + "\n")
+    return os.pathsep.join(entries)
+
+
+def probe_name(module: str, target: str, index: int) -> str:
+    return f"{module}.probe_{target.split('.')[1]}_{index}"
+
+
 @pytest.mark.parametrize("module", sorted(MEMBERS))
-def test_banned_api_config_matches_layering(module: str) -> None:
-    """Each member's pyproject bans exactly the packages the layering forbids (a new domain must be added)."""
-    config = tomllib.loads((MEMBERS[module] / "pyproject.toml").read_text())
-    banned = config["tool"]["ruff"]["lint"]["flake8-tidy-imports"]["banned-api"]
-    assert set(banned) == banned_for(module)
-
-
-def numbered_source(forms: list[str]) -> tuple[str, list[int]]:
-    """Join import forms into one file; also return the line of each form's import (always its last line)."""
-    source, rows = "", []
-    for form in forms:
-        rows.append(source.count("\n") + form.count("\n") + 1)
-        source += form + "\n"
-    return source, rows
+def test_forbidden_imports_break_the_contract(module: str, tmp_path: Path) -> None:
+    """Every spelling of every forbidden import, one probe module each, is reported by ``lint-imports``."""
+    probes = {
+        probe_name(module, target, i): form
+        for target in sorted(banned_for(module))
+        for i, form in enumerate(import_forms(target))
+    }
+    proc = lint_imports(tmp_path, stub_tree(tmp_path / "src", probes))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    missed = [form for name, form in probes.items() if f"{name} ->" not in proc.stdout]
+    assert not missed, f"lint-imports did not report, in {module}: {missed}\n{proc.stdout}"
 
 
 @pytest.mark.parametrize("module", sorted(MEMBERS))
-def test_banned_imports_are_flagged(module: str) -> None:
-    """Every spelling of a forbidden import, submodules included, triggers TID251 in that member's tree."""
-    forms = [form for target in sorted(banned_for(module)) for form in import_forms(target)]
-    source, rows = numbered_source(forms)
-    flagged = lines_flagged(source, module)
-    missed = [form for form, row in zip(forms, rows, strict=True) if row not in flagged]
-    assert not missed, f"TID251 did not fire in {module} for: {missed}"
+def test_allowed_imports_pass(module: str, tmp_path: Path) -> None:
+    """Imports along the allowed direction (and of the member itself) keep the contract."""
+    probes = {
+        probe_name(module, target, i): form
+        for target in sorted(allowed_for(module))
+        for i, form in enumerate(import_forms(target))
+    }
+    proc = lint_imports(tmp_path, stub_tree(tmp_path / "src", probes))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("module", sorted(MEMBERS))
-def test_allowed_imports_pass(module: str) -> None:
-    """Imports along the allowed direction (and of the member itself) are not flagged."""
-    source, _ = numbered_source([form for target in sorted(allowed_for(module)) for form in import_forms(target)])
-    assert lines_flagged(source, module) == set()
-
-
-def test_real_tree_respects_layering() -> None:
-    """No layering violation (TID251 banned import, TID252 parent-relative import) anywhere in the tree."""
+def test_real_tree_has_no_parent_relative_imports() -> None:
+    """TID252: ``from ..x import y`` would hide a cross-package import from a reader."""
     proc = subprocess.run(
-        [ruff(), "check", "--no-cache", "--select", "TID251,TID252", "--output-format", "concise", "."],
+        [tool("ruff"), "check", "--no-cache", "--select", "TID252", "--output-format", "concise", "."],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -145,7 +181,7 @@ def test_real_tree_respects_layering() -> None:
 def test_real_tree_passes_ruff() -> None:
     """The whole tree passes the project's full ruff configuration."""
     proc = subprocess.run(
-        [ruff(), "check", "--no-cache", "--output-format", "concise", "."],
+        [tool("ruff"), "check", "--no-cache", "--output-format", "concise", "."],
         capture_output=True,
         text=True,
         cwd=ROOT,
