@@ -13,12 +13,10 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from formers.kernels.reference import reference_attention
 from formers.kernels.triton import interpreter_active
 from formers.kernels.triton.attention import triton_attention, triton_varlen_attention
-from formers.kernels.triton.ops import triton_add_norm, triton_bias_gelu, triton_masked_softmax
 from formers.kernels.varlen import varlen_reference_attention
 
 pytestmark = pytest.mark.skipif(
@@ -144,83 +142,7 @@ def test_forcing_triton_on_cpu_without_interpreter_says_why() -> None:
     assert all("TRITON_INTERPRET=1" in line and "CUDA" in line for line in refusals)
 
 
-# ------------------------------------------------------------------------------------------------------- small ops
-
-
-@pytest.mark.parametrize("rms", [False, True], ids=["layernorm", "rmsnorm"])
-@pytest.mark.parametrize("with_residual", [True, False], ids=["residual", "plain"])
-def test_add_norm_forward_and_gradients(rms: bool, with_residual: bool) -> None:
-    n = 40  # not a power of two: the row block is masked
-    x = torch.randn(3, 5, n, requires_grad=True)
-    res = torch.randn(3, 5, n, requires_grad=True) if with_residual else None
-    w = torch.randn(n, requires_grad=True)
-    b = None if rms else torch.randn(n, requires_grad=True)
-    y, s = triton_add_norm(x, res, w, b, eps=1e-6, rms=rms)
-    s_ref = x + res if with_residual else x
-    y_ref = F.rms_norm(s_ref, (n,), w, 1e-6) if rms else F.layer_norm(s_ref, (n,), w, b, 1e-6)
-    _assert_all_close([y, s], [y_ref, s_ref])
-    inputs = [t for t in (x, res, w, b) if t is not None]
-    gy, gs = torch.randn_like(y), torch.randn_like(s)
-
-    def grads(y, s):
-        return torch.autograd.grad((y * gy).sum() + (s * gs).sum(), inputs)
-
-    _assert_all_close(grads(y, s), grads(y_ref, s_ref), {"atol": 1e-4, "rtol": 1e-4})
-
-
-def test_add_norm_bf16_uses_fp32_statistics() -> None:
-    """A large common offset: bf16 statistics would lose the signal, fp32 statistics keep it."""
-    x = (torch.randn(4, 64) + 100.0).bfloat16()
-    y, _ = triton_add_norm(x, None, None, None, eps=1e-5)
-    want = F.layer_norm(x.float(), (64,), eps=1e-5)
-    assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), want, atol=3e-2, rtol=2e-2)
-
-
-@pytest.mark.parametrize("approximate", ["none", "tanh"])
-def test_bias_gelu_forward_and_gradients(approximate: str) -> None:
-    x = torch.randn(3, 7, 24, requires_grad=True) * 3
-    b = torch.randn(24, requires_grad=True)
-    y = triton_bias_gelu(x, b, approximate)
-    want = F.gelu(x + b, approximate=approximate)
-    torch.testing.assert_close(y, want, **TOL)
-    weight = torch.randn_like(y)
-    _assert_all_close(_grads(y, [x, b], weight), _grads(want, [x, b], weight), {"atol": 1e-4, "rtol": 1e-4})
-
-
-def _softmax_reference(x, mask, scale):
-    z = x * scale + mask
-    return torch.softmax(z, -1)
-
-
-@pytest.mark.parametrize(
-    "mask_shape", [(2, 1, 1, 9), (7, 9), (1, 3, 7, 9), (2, 3, 7, 9)], ids=["per_key", "2d", "per_head", "full"]
-)
-def test_masked_softmax_forward_and_gradients(mask_shape: tuple[int, ...]) -> None:
-    x = torch.randn(2, 3, 7, 9, requires_grad=True)
-    mask = torch.randn(mask_shape, requires_grad=True)
-    y = triton_masked_softmax(x, mask, scale=0.5)
-    want = _softmax_reference(x, mask, 0.5)
-    torch.testing.assert_close(y, want, **TOL)
-    weight = torch.randn_like(y)
-    _assert_all_close(_grads(y, [x, mask], weight), _grads(want, [x, mask], weight), {"atol": 1e-5, "rtol": 1e-4})
-
-
-def test_masked_softmax_fully_masked_row_gives_zeros() -> None:
-    x = torch.randn(3, 7, 9, requires_grad=True)
-    mask = torch.zeros(7, 9)
-    mask[2] = float("-inf")  # row 2 sees nothing
-    mask[:, 3] = float("-inf")
-    y = triton_masked_softmax(x, mask)
-    assert (y[:, 2] == 0).all() and (y[..., 3] == 0).all()
-    keep = torch.ones(7, dtype=torch.bool)
-    keep[2] = False
-    torch.testing.assert_close(y[:, keep], _softmax_reference(x, mask, 1.0)[:, keep], **TOL)
-    y.sum().backward()
-    assert torch.isfinite(x.grad).all() and (x.grad[:, 2] == 0).all()
-
-
-# ------------------------------------------------------------------------------------------------ GPU benchmark
+# ------------------------------------------------------------------------------------------------------ benchmark
 
 
 def test_gpu_benchmark_exits_cleanly_without_cuda_and_its_cases_run(capsys: pytest.CaptureFixture[str]) -> None:

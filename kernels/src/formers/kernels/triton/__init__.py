@@ -2,12 +2,8 @@
 
 * :mod:`~formers.kernels.triton.attention`: fused attention forward and backward (FlashAttention-2 style online
   softmax with fp32 statistics) with an additive per-head bias, key padding, causal, and varlen (``cu_seqlens``).
-* :mod:`~formers.kernels.triton.norm`: fused residual-add + LayerNorm / RMSNorm (fp32 statistics).
-* :mod:`~formers.kernels.triton.gelu`: fused bias + GELU.
-* :mod:`~formers.kernels.triton.softmax`: softmax with an additive (broadcast) mask.
 
-Every op is a :class:`torch.autograd.Function` whose forward and backward are Triton kernels (small reductions of
-parameter gradients over rows, e.g. ``dweight``, are done with a torch ``sum`` of per-program partials).
+The op is a :class:`torch.autograd.Function` whose forward and backward are Triton kernels.
 
 ``TRITON_INTERPRET`` must be set before ``triton`` is first imported; this package imports triton lazily (on the
 first kernel call) so that importing :mod:`formers.core` never pays for it.
