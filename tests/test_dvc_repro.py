@@ -1,4 +1,5 @@
-"""``dvc repro`` works in a fresh clone with no remote, and produces the declared metrics and plots.
+"""``dvc repro`` works in a fresh clone with no remote, and produces the declared metrics and plots; the DVC wiring
+(one params layout for every domain, stages depending on the sources they run) holds in every ``dvc.yaml``.
 
 The working tree is copied (tracked + untracked, minus git-ignored files: uncommitted work included) into a temporary
 git repository with one commit, ``params.yaml`` is shrunk to tiny benchmark sizes, and the pipeline runs with the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+PIPELINES = [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("**/dvc.yaml"))]
+KERNELS_SRC, CORE_SRC = "kernels/src/formers/kernels", "packages/core/src/formers/core"
 
 TINY_BENCH = {
     "threads": 1,
@@ -31,7 +34,7 @@ TINY_BENCH = {
     "warmup": 0,
     "matmul_size": 64,
 }
-TINY_TRAIN_CONFIG = "pipelines/core/tiny.yaml"
+TINY_DATA = {"timeseries": {"rows": 1000}, "vision": {"train_per_class": 16, "test_per_class": 8}}
 METRICS = "results/bench/attention.json"
 PLOTS = "results/bench/attention.tsv"
 TRAIN_METRICS = "results/core/train/metrics.json"
@@ -57,18 +60,20 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *ident, *args], cwd=repo, check=True, capture_output=True)
 
 
+def domain_params(params: dict) -> dict[str, dict]:
+    """The ``<domain>: {data: {...}, train: {config: ...}}`` blocks of ``params.yaml`` (everything but ``bench``)."""
+    return {name: block for name, block in params.items() if name != "bench"}
+
+
 def shrink_params(repo: Path) -> None:
-    """Tiny benchmark sizes and the smoke training configs (whatever else ``params.yaml`` holds stays as is)."""
+    """Tiny benchmark sizes, each domain's smoke config (pipelines/<domain>/tiny.yaml) and small generated data."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params["bench"].update(TINY_BENCH)
-    if "core_train" in params:
-        params["core_train"]["config"] = TINY_TRAIN_CONFIG
-    if "timeseries" in params:
-        params["timeseries"].update(config="pipelines/timeseries/tiny.yaml", rows=1000)
-    if "vision" in params:
-        params["vision"]["data"].update(train_per_class=16, test_per_class=8)
-        params["vision"]["train"]["config"] = "pipelines/vision/tiny.yaml"
+    for domain, block in domain_params(params).items():
+        block["train"]["config"] = f"pipelines/{domain}/tiny.yaml"
+        assert (repo / block["train"]["config"]).is_file(), f"{domain}: no smoke config"
+        block.get("data", {}).update(TINY_DATA.get(domain, {}))
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -109,6 +114,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return repo, env
 
 
+@pytest.mark.slow
 def test_repro_writes_metrics(reproduced: tuple[Path, dict[str, str]]) -> None:
     repo, _ = reproduced
     metrics = json.loads((repo / METRICS).read_text())
@@ -121,17 +127,19 @@ def test_repro_writes_metrics(reproduced: tuple[Path, dict[str, str]]) -> None:
     assert {"name", "gflops", "vs_naive"} <= set(header)
 
 
+@pytest.mark.slow
 def test_metrics_show_lists_benchmark(reproduced: tuple[Path, dict[str, str]]) -> None:
     repo, env = reproduced
     shown = json.loads(dvc(repo, env, "metrics", "show", "--json"))
     (workspace,) = (rev["data"] for rev in shown.values())  # one revision: the workspace ("" or "workspace")
     assert METRICS in workspace, shown
     assert "dense" in workspace[METRICS]["data"]
-    if "core_train" in yaml.safe_load((repo / "params.yaml").read_text()):
+    if "core" in yaml.safe_load((repo / "params.yaml").read_text()):
         assert TRAIN_METRICS in workspace, shown
         assert 0.0 <= workspace[TRAIN_METRICS]["data"]["val"]["acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_plots_show_json(reproduced: tuple[Path, dict[str, str]]) -> None:
     repo, env = reproduced
     shown = json.loads(dvc(repo, env, "plots", "show", "--json"))
@@ -142,6 +150,7 @@ def test_plots_show_json(reproduced: tuple[Path, dict[str, str]]) -> None:
     assert {row["impl"] for row in rows} >= {"naive", "matmul"}
 
 
+@pytest.mark.slow
 def test_pipeline_up_to_date_after_repro(reproduced: tuple[Path, dict[str, str]]) -> None:
     """A second look finds nothing changed (``__pycache__`` written by the run is ignored via ``.dvcignore``)."""
     repo, env = reproduced
@@ -149,3 +158,85 @@ def test_pipeline_up_to_date_after_repro(reproduced: tuple[Path, dict[str, str]]
     # `dvc.yaml` only: a bare `dvc status` also scans the separate, never-run paper pipelines under pipelines/
     status = dvc(repo, env, "status", "--json", "dvc.yaml")
     assert json.loads(status or "{}") == {}, status
+
+
+# The wiring of every dvc.yaml, read statically (quick: no stage runs).
+
+
+def stages() -> dict[str, tuple[dict, str]]:
+    """``file:stage`` -> (stage, its working directory relative to the repository root); a ``foreach`` stage is its
+    ``do`` template (``${item}`` left in)."""
+    found = {}
+    for path in PIPELINES:
+        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
+            stage = stage.get("do", stage)
+            wdir = (path.parent / stage.get("wdir", ".")).resolve().relative_to(ROOT).as_posix()
+            found[f"{path.relative_to(ROOT)}:{name}"] = (stage, wdir)
+    return found
+
+
+def command(stage: dict) -> str:
+    cmd = stage["cmd"]
+    return " && ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+def deps(stage: dict, wdir: str) -> set[str]:
+    """The stage's dependencies as paths relative to the repository root."""
+    return {os.path.normpath(os.path.join(wdir, dep)) for dep in stage.get("deps", [])}
+
+
+def test_params_one_layout_for_every_domain() -> None:
+    """``<domain>: {data: {...}, train: {config: <existing file>}}``: no domain-specific shapes."""
+    blocks = domain_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert {"core", "timeseries", "vision"} <= set(blocks)
+    for domain, block in blocks.items():
+        assert set(block) <= {"data", "train"} and "train" in block, f"{domain}: {sorted(block)}"
+        assert isinstance(block.get("data", {}), dict), domain
+        assert set(block["train"]) == {"config"}, domain
+        assert (ROOT / block["train"]["config"]).is_file(), domain
+        assert block["train"]["config"].startswith(f"pipelines/{domain}/"), domain
+
+
+def test_root_pipeline_reads_params_by_the_layout() -> None:
+    """Every ``${...}`` and ``params:`` entry of the root dvc.yaml names an existing key, and a domain's stages read
+    only ``<domain>.data`` / ``<domain>.train``."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    text = (ROOT / "dvc.yaml").read_text()
+    used = set(re.findall(r"\$\{([\w.]+)\}", text))
+    for stage in yaml.safe_load(text)["stages"].values():
+        used |= {key for key in stage.get("params", []) if isinstance(key, str)}
+    for key in used:
+        node = params
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml reads {key!r}, not in params.yaml"
+            node = node[part]
+    for key in used:
+        top, *rest = key.split(".")
+        if top in domain_params(params):
+            assert rest and rest[0] in ("data", "train"), f"{key!r} does not follow <domain>.data/.train"
+
+
+def test_training_stages_depend_on_the_sources_they_run() -> None:
+    """A stage that runs ``formers-<domain>`` depends on the kernels, core and that domain's package, so a change to
+    any of them marks it changed (in the root pipeline and in the separate paper / CIFAR-10 pipelines)."""
+    checked = 0
+    for name, (stage, wdir) in stages().items():
+        for domain in set(re.findall(r"\bformers-(\w+) (?:fit|test|predict)\b", command(stage))):
+            package = CORE_SRC if domain == "core" else f"packages/{domain}/src/formers/{domain}"
+            missing = {KERNELS_SRC, CORE_SRC, package} - deps(stage, wdir)
+            assert not missing, f"{name} runs formers-{domain} but does not depend on {sorted(missing)}"
+            checked += 1
+    assert checked >= 5, "expected the core, timeseries, vision, ETTh1 and CIFAR-10 training stages"
+
+
+def test_data_stages_depend_on_the_code_that_writes_the_data() -> None:
+    """``python -m formers.<domain>.<module>`` stages depend on that module's file."""
+    checked = 0
+    for name, (stage, wdir) in stages().items():
+        for module in re.findall(r"python -m (formers\.\w+\.\w+)", command(stage)):
+            _, domain, leaf = module.split(".")
+            source = f"packages/{domain}/src/formers/{domain}/{leaf}.py"
+            assert (ROOT / source).is_file(), f"{name}: {module} has no {source}"
+            assert source in deps(stage, wdir), f"{name} runs {module} but does not depend on {source}"
+            checked += 1
+    assert checked >= 3, "expected ts_data, vision_data and ts_fetch_etth1"

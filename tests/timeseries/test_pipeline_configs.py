@@ -129,8 +129,10 @@ def test_itransformer_96_parameter_count(tmp_path, no_argv):
 def test_root_dvc_default_stages():
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     params = yaml.safe_load((REPO / "params.yaml").read_text())["timeseries"]
-    assert (REPO / params["config"]).is_file()
+    assert (REPO / params["train"]["config"]).is_file()
+    assert set(params["data"]) == {"rows", "seed"}
     stages = dvc["stages"]
+    assert stages["ts_data"]["params"] == ["timeseries.data"] and stages["ts_train"]["params"] == ["timeseries.train"]
     assert "synthetic.csv" in stages["ts_data"]["cmd"] and "data/timeseries/synthetic.csv" in stages["ts_data"]["outs"]
     cmd = stages["ts_train"]["cmd"]
     assert "--ckpt_path results/timeseries/default/checkpoints/best.ckpt" in cmd
