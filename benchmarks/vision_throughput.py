@@ -34,6 +34,7 @@ from torch import nn
 
 import formers.vision as fv
 from _timing import interleaved_timings, load_average, pin_threads, write_json
+from formers.core.registry import get_model_entry
 
 DEFAULT_MODELS = ("pit_ti_224", "crossvit_tiny_240", "swin_tiny_patch4_window7_224")
 MODES = ("infer", "train")
@@ -44,7 +45,7 @@ def build_pair(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, nn.Module]
     torch.manual_seed(0)
     reference = timm.create_model(name, pretrained=False, **kwargs)
     ours = fv.create_model(name, **kwargs)
-    fv.load_into(ours, reference.state_dict(), filter_fn=fv.vision_entry(name).filter_fn, source=f"timm {name}")
+    fv.load_into(ours, reference.state_dict(), filter_fn=get_model_entry(name).filter_fn, source=f"timm {name}")
     return ours, reference
 
 
@@ -75,7 +76,7 @@ def candidate(model: nn.Module, mode: str, x: torch.Tensor, bf16: bool) -> Calla
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    kwargs = dict(fv.VISION_MODELS[name].test_kwargs) if args.tiny else {}
+    kwargs = dict(get_model_entry(name).test_kwargs) if args.tiny else {}
     if args.img_size is not None:
         kwargs["img_size"] = args.img_size
     ours, reference = build_pair(name, kwargs)

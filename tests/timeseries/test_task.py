@@ -118,6 +118,7 @@ def test_domain_create_model_and_list():
     assert {"itransformer", "autoformer", "informer"} <= set(list_models())
     assert create_model("itransformer", **TINY).pred_len == 12
     with pytest.raises(
-        ValueError, match="unknown time-series model 'transformer_classifier'; available: .*itransformer"
+        ValueError,
+        match="unknown timeseries model 'transformer_classifier'; available: .*itransformer.*is a core model",
     ):
         create_model("transformer_classifier")

@@ -1,7 +1,7 @@
 """Shared fixtures of the formers.vision infrastructure tests: a tiny registered model and a generated image tree.
 
-The tiny models are registered for the test session only (fixture ``tiny_model``) and removed from the formers,
-vision and timm registries afterwards, so the registry-driven ``tests/test_models.py`` never sees them.
+The tiny models are registered for the test session only (fixture ``tiny_model``) and removed from the formers
+and timm registries afterwards, so the registry-driven ``tests/test_models.py`` never sees them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 import formers.vision as fv
 from formers.core.models import FormersModel
-from formers.core.registry import _REGISTRY
+from formers.core.registry import _REGISTRY, get_model_entry, list_models, register_model
 from formers.vision import timm_compat
 
 TINY = "vision_test_tiny"
@@ -111,7 +111,6 @@ def vision_test_tiny_nofeat(**kwargs: Any) -> TinyNet:
 
 def _unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
-    fv.VISION_MODELS.pop(name, None)
     tname = fv.timm_name(name)
     if timm_compat._registered.pop(tname, None) is not None:
         timm.models._registry._clear_model_entries(tname)
@@ -126,7 +125,7 @@ def tiny_model() -> Iterator[str]:
         input_size=(3, 32, 32), crop_pct=0.875, first_conv="patch_embed", mean=(0.5,) * 3, std=(0.25,) * 3
     )
     for factory in (vision_test_tiny, vision_test_tiny_nofeat):
-        fv.register_vision_model(paper="test", cfg=cfg, filter_fn=official_to_ours)(factory)
+        register_model(factory, domain="vision", paper="test", pretrained_cfg=cfg, filter_fn=official_to_ours)
     fv.register_timm_models()
     yield TINY
     for name in (TINY, TINY_NOFEAT):
@@ -144,8 +143,8 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def families() -> dict[str, str]:
     """One registered model per family module present (``{"pit": "pit_ti_224", ...}``), first name in sort order."""
     out: dict[str, str] = {}
-    for name in sorted(fv.VISION_MODELS):
-        module = fv.VISION_MODELS[name].factory.__module__
+    for name in list_models(domain="vision"):
+        module = get_model_entry(name).factory.__module__
         if module.startswith("formers.vision.models."):
             out.setdefault(module.rsplit(".", 1)[-1], name)
     return out

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import formers.vision as fv
+from formers.core.registry import get_model_entry
 from formers.core.registry import list_models as core_list_models
 
 
@@ -25,7 +26,7 @@ def test_create_model_kwargs_and_pretrained_cfg(tiny_model):
     assert cfg["mean"] == (0.5,) * 3 and cfg["crop_pct"] == 0.875 and cfg["architecture"] == tiny_model
     overlay = fv.create_model(tiny_model, pretrained_cfg_overlay={"crop_pct": 1.0}).pretrained_cfg
     assert overlay["crop_pct"] == 1.0
-    assert fv.VISION_MODELS[tiny_model].pretrained_cfg["crop_pct"] == 0.875  # the registered cfg is not mutated
+    assert get_model_entry(tiny_model).pretrained_cfg["crop_pct"] == 0.875  # the registered cfg is not mutated
 
 
 def test_unknown_names_and_kwargs(tiny_model):
@@ -57,7 +58,7 @@ def test_features_only_returns_nchw_maps(tiny_model):
 
 
 def test_features_only_errors(tiny_model):
-    with pytest.raises(ValueError, match="no multi-scale feature maps.*Swin, PiT"):
+    with pytest.raises(ValueError, match="TinyNet has no multi-scale feature maps.*features_only=True"):
         fv.create_model("vision_test_tiny_nofeat", features_only=True)
     with pytest.raises(ValueError, match="out_indices"):
         fv.create_model(tiny_model, features_only=True, out_indices=[5])
@@ -70,14 +71,14 @@ def test_wrong_channels_is_a_clear_error(tiny_model):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in fv.list_models() if fv.VISION_MODELS[n].factory.__module__.startswith("formers.vision.models.")]
+    "name", [n for n in fv.list_models() if get_model_entry(n).factory.__module__.startswith("formers.vision.models.")]
 )
 def test_every_family_config_has_a_consistent_pretrained_cfg(name):
     """Every registered configuration builds (meta device: no memory) with a cfg whose input size it accepts."""
     with torch.device("meta"):
         model = fv.create_model(name)
     cfg = model.pretrained_cfg
-    assert cfg["input_size"] == fv.VISION_MODELS[name].pretrained_cfg["input_size"], "cfg input_size != model size"
+    assert cfg["input_size"] == get_model_entry(name).pretrained_cfg["input_size"], "cfg input_size != model size"
     assert cfg["num_classes"] == 1000 and model.num_classes == 1000
     assert {"mean", "std", "crop_pct", "interpolation", "first_conv", "classifier"} <= set(cfg)
     state = model.state_dict()
@@ -88,8 +89,8 @@ def test_every_family_config_has_a_consistent_pretrained_cfg(name):
 
 def _one_per_family() -> list[str]:
     out: dict[str, str] = {}
-    for name in sorted(fv.VISION_MODELS):
-        module = fv.VISION_MODELS[name].factory.__module__
+    for name in fv.list_models():
+        module = get_model_entry(name).factory.__module__
         if module.startswith("formers.vision.models."):
             out.setdefault(module, name)
     return sorted(out.values())
@@ -98,7 +99,7 @@ def _one_per_family() -> list[str]:
 @pytest.mark.parametrize("name", _one_per_family())
 def test_family_rejects_wrong_channels_and_sizes(name):
     """The contract: a wrong channel count or image size is a ValueError naming the expected and the given value."""
-    model = fv.create_model(name, **fv.VISION_MODELS[name].test_kwargs).eval()
+    model = fv.create_model(name, **get_model_entry(name).test_kwargs).eval()
     x = model.example_inputs(1)["x"]
     c, h, w = x.shape[1:]
     with torch.no_grad():

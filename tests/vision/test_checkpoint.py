@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import formers.vision as fv
+from formers.core.registry import get_model_entry
 from formers.vision import CheckpointError, load_checkpoint
 
 
@@ -108,8 +109,8 @@ def test_mismatching_checkpoint_lists_the_keys(ref, tiny_model, tmp_path):
 
 def _family_models():
     out = {}
-    for name in sorted(fv.VISION_MODELS):
-        module = fv.VISION_MODELS[name].factory.__module__
+    for name in fv.list_models():
+        module = get_model_entry(name).factory.__module__
         if module.startswith("formers.vision.models."):
             out.setdefault(module.rsplit(".", 1)[-1], name)
     return sorted(out.values())
@@ -118,7 +119,7 @@ def _family_models():
 @pytest.mark.parametrize("name", _family_models())
 def test_family_roundtrip_through_safetensors(name, tmp_path):
     """A tiny model of each family saves and reloads through create_model(checkpoint_path=...) exactly."""
-    kwargs = fv.VISION_MODELS[name].test_kwargs
+    kwargs = get_model_entry(name).test_kwargs
     model = fv.create_model(name, **kwargs).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
     again = fv.create_model(name, checkpoint_path=tmp_path / "w.safetensors", **kwargs).eval()
@@ -128,13 +129,13 @@ def test_family_roundtrip_through_safetensors(name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in ("pit_ti_224", "crossvit_tiny_240", "swin_tiny_patch4_window7_224") if n in fv.VISION_MODELS]
+    "name", [n for n in ("pit_ti_224", "crossvit_tiny_240", "swin_tiny_patch4_window7_224") if n in fv.list_models()]
 )
 def test_timm_training_checkpoint_loads_with_the_same_logits(name, tmp_path):
     """timm's state dict in a DDP-wrapped EMA training checkpoint -> create_model(checkpoint_path=...) == timm."""
     import timm
 
-    kwargs = fv.VISION_MODELS[name].test_kwargs
+    kwargs = get_model_entry(name).test_kwargs
     torch.manual_seed(0)
     reference = timm.create_model(name, pretrained=False, **kwargs).eval()
     ema = {f"module.{k}": v for k, v in reference.state_dict().items()}

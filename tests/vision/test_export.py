@@ -13,12 +13,13 @@ import torch
 import torch._dynamo
 
 import formers.vision as fv
+from formers.core.registry import get_model_entry
 
 
 def _family_models() -> list[str]:
     out: dict[str, str] = {}
-    for name in sorted(fv.VISION_MODELS):
-        module = fv.VISION_MODELS[name].factory.__module__
+    for name in fv.list_models():
+        module = get_model_entry(name).factory.__module__
         if module.startswith("formers.vision.models."):
             out.setdefault(module.rsplit(".", 1)[-1], name)
     return sorted(out.values())
@@ -28,7 +29,7 @@ FAMILY_MODELS = _family_models()
 
 
 def _tiny(name: str) -> torch.nn.Module:
-    return fv.create_model(name, **fv.VISION_MODELS[name].test_kwargs).eval()
+    return fv.create_model(name, **get_model_entry(name).test_kwargs).eval()
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import formers.vision as fv
+from formers.core.registry import _REGISTRY, register_model
 
 
 def test_naming_rule_and_listing(tiny_model):
@@ -87,14 +88,11 @@ def test_a_clashing_timm_name_is_refused(tiny_model):
 
     timm.models.register_model(formers_vision_test_clash)
     try:
-        fv.register_vision_model(paper="test")(vision_test_clash)
+        register_model(vision_test_clash, domain="vision", paper="test")
         with pytest.raises(ValueError, match="timm already has a model named 'formers_vision_test_clash'"):
             fv.register_timm_models()
         assert registry._model_entrypoints["formers_vision_test_clash"] is formers_vision_test_clash
     finally:
         registry._clear_model_entries("formers_vision_test_clash")
         registry._model_entrypoints.pop("formers_vision_test_clash", None)
-        fv.VISION_MODELS.pop("vision_test_clash", None)
-        from formers.core.registry import _REGISTRY
-
         _REGISTRY.pop("vision_test_clash", None)

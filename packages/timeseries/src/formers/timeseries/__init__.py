@@ -1,6 +1,7 @@
 """formers.timeseries: Time-series forecasting transformers (Informer, Autoformer, iTransformer) on the formers core.
 
-* :func:`create_model` / :func:`list_models`: the registered forecasters (Time-Series-Library hyper-parameter names).
+* :func:`create_model` / :func:`list_models`: the registered forecasters (Time-Series-Library hyper-parameter names),
+  built by the core builder.
 * :class:`ForecastDataModule`: windows of any CSV with a date column (TSLib / Informer splits and scaling).
 * :class:`ForecastTask`: the LightningModule that trains them (MSE, standardized-scale metrics).
 * :func:`forecast`: the next ``pred_len`` steps of a CSV from a trained checkpoint, in the CSV's units.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from formers.core import registry
+from formers.core.builder import build_model
 
 if TYPE_CHECKING:
     from formers.timeseries.data import ForecastDataModule
@@ -41,13 +43,14 @@ def list_models(pattern: str | None = None) -> list[str]:
 def create_model(name: str, **hparams: Any) -> nn.Module:
     """Build a registered time-series model, e.g. ``create_model("itransformer", seq_len=96, pred_len=96, enc_in=7)``.
 
+    This is :func:`formers.core.builder.build_model` restricted to the time-series models, so ``checkpoint_path=``
+    loads a local checkpoint (formers Lightning ``.ckpt`` included) into the model built.
+
     Raises:
-        ValueError: when ``name`` is not a time-series model (the message lists the available ones).
+        ValueError: when ``name`` is not a time-series model (an unknown name, or one of another domain: the message
+            says which).
     """
-    names = list_models()
-    if name not in names:
-        raise ValueError(f"unknown time-series model {name!r}; available: {', '.join(names) or '(none registered)'}")
-    return registry.create_model(name, **hparams)
+    return build_model(name, domain=DOMAIN, **hparams)
 
 
 def __getattr__(name: str) -> Any:

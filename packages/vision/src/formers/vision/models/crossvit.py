@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from formers.core.layers import DropPath, TransformerBlock, init_weights
 from formers.core.models import FormersModel, check_input
-from formers.vision.models._registry import make_cfg, register_vision_model
+from formers.core.registry import register_model
+from formers.vision.models._cfg import make_cfg
 
 __all__ = ["CrossViT", "checkpoint_filter_fn"]
 
@@ -466,76 +467,82 @@ def _args(dims: tuple[int, int], k_large: int, heads: int, mlp: float, size: int
     }
 
 
-@register_vision_model(paper=_PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
+@register_model(paper=_PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
 def crossvit_tiny_240(**kwargs: Any) -> CrossViT:
     """CrossViT-Ti (official ``crossvit_tiny_224``): 96/192, K=4, 3 heads, mlp 4; 7,014,800 parameters."""
     return _create(_args((96, 192), 4, 3, 4.0), kwargs)
 
 
-@register_vision_model(paper=_PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
+@register_model(paper=_PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
 def crossvit_small_240(**kwargs: Any) -> CrossViT:
     """CrossViT-S: 192/384, K=4, 6 heads, mlp 4; 26,856,272 parameters."""
     return _create(_args((192, 384), 4, 6, 4.0), kwargs)
 
 
-@register_vision_model(paper=_PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
+@register_model(paper=_PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
 def crossvit_base_240(**kwargs: Any) -> CrossViT:
     """CrossViT-B: 384/768, K=4, 12 heads, mlp 4; 105,025,232 parameters."""
     return _create(_args((384, 768), 4, 12, 4.0), kwargs)
 
 
-@register_vision_model(paper=_PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
+@register_model(paper=_PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
 def crossvit_9_240(**kwargs: Any) -> CrossViT:
     """CrossViT-9: 128/256, K=3, 4 heads, mlp 3; 8,553,296 parameters."""
     return _create(_args((128, 256), 3, 4, 3.0), kwargs)
 
 
-@register_vision_model(paper=_PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
+@register_model(paper=_PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
 def crossvit_15_240(**kwargs: Any) -> CrossViT:
     """CrossViT-15: 192/384, K=5, 6 heads, mlp 3; 27,528,464 parameters."""
     return _create(_args((192, 384), 5, 6, 3.0), kwargs)
 
 
-@register_vision_model(paper=_PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
+@register_model(paper=_PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)
 def crossvit_18_240(**kwargs: Any) -> CrossViT:
     """CrossViT-18: 224/448, K=6, 7 heads, mlp 3; 43,271,408 parameters."""
     return _create(_args((224, 448), 6, 7, 3.0), kwargs)
 
 
-@register_vision_model(
-    paper=_PAPER, cfg=_cfg(multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
+@register_model(
+    paper=_PAPER, pretrained_cfg=_cfg(multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
 )
 def crossvit_9_dagger_240(**kwargs: Any) -> CrossViT:
     """CrossViT-9† (multi-conv patch stems): 8,776,592 parameters."""
     return _create(_args((128, 256), 3, 4, 3.0, multi_conv=True), kwargs)
 
 
-@register_vision_model(
-    paper=_PAPER, cfg=_cfg(multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
+@register_model(
+    paper=_PAPER, pretrained_cfg=_cfg(multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
 )
 def crossvit_15_dagger_240(**kwargs: Any) -> CrossViT:
     """CrossViT-15†: 28,209,008 parameters."""
     return _create(_args((192, 384), 5, 6, 3.0, multi_conv=True), kwargs)
 
 
-@register_vision_model(
-    paper=_PAPER, cfg=_cfg(408, multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS_408
+@register_model(
+    paper=_PAPER,
+    pretrained_cfg=_cfg(408, multi_conv=True),
+    filter_fn=checkpoint_filter_fn,
+    test_kwargs=_TEST_KWARGS_408,
 )
 def crossvit_15_dagger_408(**kwargs: Any) -> CrossViT:
     """CrossViT-15† at 408 (official ``crossvit_15_dagger_384``; large branch at 384): 28,500,080 parameters."""
     return _create(_args((192, 384), 5, 6, 3.0, size=408, multi_conv=True), kwargs)
 
 
-@register_vision_model(
-    paper=_PAPER, cfg=_cfg(multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
+@register_model(
+    paper=_PAPER, pretrained_cfg=_cfg(multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
 )
 def crossvit_18_dagger_240(**kwargs: Any) -> CrossViT:
     """CrossViT-18†: 44,266,976 parameters."""
     return _create(_args((224, 448), 6, 7, 3.0, multi_conv=True), kwargs)
 
 
-@register_vision_model(
-    paper=_PAPER, cfg=_cfg(408, multi_conv=True), filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS_408
+@register_model(
+    paper=_PAPER,
+    pretrained_cfg=_cfg(408, multi_conv=True),
+    filter_fn=checkpoint_filter_fn,
+    test_kwargs=_TEST_KWARGS_408,
 )
 def crossvit_18_dagger_408(**kwargs: Any) -> CrossViT:
     """CrossViT-18† at 408 (official ``crossvit_18_dagger_384``): 44,606,560 parameters."""

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from formers.core.layers import TransformerBlock
 from formers.core.models.base import FormersModel, check_input
-from formers.vision.models._registry import make_cfg, register_vision_model
+from formers.core.registry import register_model
+from formers.vision.models._cfg import make_cfg
 
 __all__ = ["PoolingVisionTransformer", "checkpoint_filter_fn"]
 
@@ -336,56 +337,68 @@ _B = {"patch_size": 14, "stride": 7, "base_dims": (64, 64, 64), "depth": (3, 6, 
 _DIST_CFG = {"classifier": ("head", "head_dist")}
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def pit_ti_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-Ti: widths 64/128/256, depths 2/6/4, 4,847,272 parameters."""
     return _create(_TI, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def pit_xs_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-XS: widths 96/192/384, 10,618,888 parameters."""
     return _create(_XS, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def pit_s_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-S: widths 144/288/576, 23,461,912 parameters."""
     return _create(_S, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def pit_b_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-B: patch 14 stride 7 (31 x 31 tokens), widths 256/512/1024, 73,764,840 parameters."""
     return _create(_B, kwargs)
 
 
-@register_vision_model(
-    paper=PAPER, cfg=_cfg(**_DIST_CFG), filter_fn=checkpoint_filter_fn, test_kwargs={**_TINY, "distilled": True}
+@register_model(
+    paper=PAPER,
+    pretrained_cfg=_cfg(**_DIST_CFG),
+    filter_fn=checkpoint_filter_fn,
+    test_kwargs={**_TINY, "distilled": True},
 )
 def pit_ti_distilled_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-Ti with a distillation token: 5,104,336 parameters."""
     return _create({**_TI, "distilled": True}, kwargs)
 
 
-@register_vision_model(
-    paper=PAPER, cfg=_cfg(**_DIST_CFG), filter_fn=checkpoint_filter_fn, test_kwargs={**_TINY, "distilled": True}
+@register_model(
+    paper=PAPER,
+    pretrained_cfg=_cfg(**_DIST_CFG),
+    filter_fn=checkpoint_filter_fn,
+    test_kwargs={**_TINY, "distilled": True},
 )
 def pit_xs_distilled_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-XS with a distillation token: 11,003,984 parameters."""
     return _create({**_XS, "distilled": True}, kwargs)
 
 
-@register_vision_model(
-    paper=PAPER, cfg=_cfg(**_DIST_CFG), filter_fn=checkpoint_filter_fn, test_kwargs={**_TINY, "distilled": True}
+@register_model(
+    paper=PAPER,
+    pretrained_cfg=_cfg(**_DIST_CFG),
+    filter_fn=checkpoint_filter_fn,
+    test_kwargs={**_TINY, "distilled": True},
 )
 def pit_s_distilled_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-S with a distillation token: 24,039,056 parameters."""
     return _create({**_S, "distilled": True}, kwargs)
 
 
-@register_vision_model(
-    paper=PAPER, cfg=_cfg(**_DIST_CFG), filter_fn=checkpoint_filter_fn, test_kwargs={**_TINY, "distilled": True}
+@register_model(
+    paper=PAPER,
+    pretrained_cfg=_cfg(**_DIST_CFG),
+    filter_fn=checkpoint_filter_fn,
+    test_kwargs={**_TINY, "distilled": True},
 )
 def pit_b_distilled_224(**kwargs: Any) -> PoolingVisionTransformer:
     """PiT-B with a distillation token: 74,790,096 parameters."""

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from formers.core.layers import DropPath, Mlp, PatchEmbed, WindowAttention, init_weights
 from formers.core.layers.window_attention import shifted_window_mask, window_partition, window_reverse
 from formers.core.models.base import FormersModel, check_input
-from formers.vision.models._registry import make_cfg, register_vision_model
+from formers.core.registry import register_model
+from formers.vision.models._cfg import make_cfg
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "PatchMerging", "checkpoint_filter_fn"]
 
@@ -460,37 +461,37 @@ def _create(variant_args: dict[str, Any], kwargs: dict[str, Any]) -> SwinTransfo
     return SwinTransformer(**{"patch_size": 4, **variant_args, **kwargs})
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def swin_tiny_patch4_window7_224(**kwargs: Any) -> SwinTransformer:
     """Swin-T: C 96, depths 2/2/6/2, window 7 at 224; 28,288,354 parameters."""
     return _create({**_T, "window_size": 7, "img_size": 224}, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def swin_small_patch4_window7_224(**kwargs: Any) -> SwinTransformer:
     """Swin-S: C 96, depths 2/2/18/2, window 7 at 224; 49,606,258 parameters."""
     return _create({**_S, "window_size": 7, "img_size": 224}, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def swin_base_patch4_window7_224(**kwargs: Any) -> SwinTransformer:
     """Swin-B: C 128, depths 2/2/18/2, window 7 at 224; 87,768,224 parameters."""
     return _create({**_B, "window_size": 7, "img_size": 224}, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(**_CFG_384), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(**_CFG_384), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def swin_base_patch4_window12_384(**kwargs: Any) -> SwinTransformer:
     """Swin-B at 384 with window 12; 87,903,584 parameters."""
     return _create({**_B, "window_size": 12, "img_size": 384}, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def swin_large_patch4_window7_224(**kwargs: Any) -> SwinTransformer:
     """Swin-L: C 192, depths 2/2/18/2, window 7 at 224 (ImageNet-22K pre-trained); 196,532,476 parameters."""
     return _create({**_L, "window_size": 7, "img_size": 224}, kwargs)
 
 
-@register_vision_model(paper=PAPER, cfg=_cfg(**_CFG_384), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
+@register_model(paper=PAPER, pretrained_cfg=_cfg(**_CFG_384), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)
 def swin_large_patch4_window12_384(**kwargs: Any) -> SwinTransformer:
     """Swin-L at 384 with window 12 (ImageNet-22K pre-trained)."""
     return _create({**_L, "window_size": 12, "img_size": 384}, kwargs)

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from formers.core.attention import attention
 from formers.core.layers import Mlp, PerformerAttention, TransformerBlock, init_weights
 from formers.core.models import FormersModel, check_input
-from formers.vision.models._registry import make_cfg, register_vision_model
+from formers.core.registry import register_model
+from formers.vision.models._cfg import make_cfg
 
 __all__ = ["T2TViT", "T2TModule", "TokenPerformer", "TokenTransformer", "get_sinusoid_encoding", "checkpoint_filter_fn"]
 
@@ -318,7 +319,9 @@ def _args(tokens_type: str, embed_dim: int, depth: int, num_heads: int, mlp_rati
 
 
 def _register(fn):
-    return register_vision_model(paper=_PAPER, cfg=_CFG, filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS)(fn)
+    return register_model(
+        fn, paper=_PAPER, pretrained_cfg=_CFG, filter_fn=checkpoint_filter_fn, test_kwargs=_TEST_KWARGS
+    )
 
 
 @_register
