@@ -30,7 +30,7 @@ from torch.optim.lr_scheduler import StepLR
 from formers.core.callbacks import MetricsJSON, flatten_metrics, nest_metrics
 from formers.core.cli import FormersCLI
 from formers.core.data import SyntheticSequenceDataModule, make_sequences
-from formers.core.tasks import ClassificationTask, RegressionTask, SupervisedTask
+from formers.core.tasks import ClassificationTask, RegressionTask, Task
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "pipelines" / "core" / "tiny.yaml"
@@ -44,7 +44,7 @@ MODEL_KWARGS = {"vocab_size": 16, "num_classes": 4, "max_len": 32, "dim": 16, "d
 
 def _cli_command() -> list[str]:
     script = Path(sys.executable).with_name("formers-core")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "formers.core.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "formers.core.main"]
 
 
 def _env() -> dict[str, str]:
@@ -134,7 +134,7 @@ def test_datamodule_splits_batches_and_independent_seeds():
         ({"task": "associative_recall", "seq_len": 33, "vocab_size": 16, "num_classes": 4}, "needs 16 distinct keys"),
         ({"task": "parity"}, "unknown task 'parity'"),
         ({"num_val": 0}, "num_val must be >= 1"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
     ids=["classes>vocab", "one_class", "even_seq_len", "too_few_keys", "unknown_task", "empty_split", "batch_size"],
 )
@@ -195,7 +195,7 @@ def test_metrics_json_falls_back_to_flat_on_a_name_clash(tmp_path):
 
 
 def test_tasks_leave_the_optimizer_to_the_config():
-    for task in (SupervisedTask, ClassificationTask, RegressionTask):
+    for task in (Task, ClassificationTask, RegressionTask):
         assert "configure_optimizers" not in vars(task)
 
 
@@ -215,7 +215,14 @@ def test_classification_task_checkpoint_rebuilds_with_weights_only(tmp_path):
     assert {"train/loss_step", "val/loss", "val/acc"} <= set(trainer.callback_metrics)
     trainer.save_checkpoint(tmp_path / "task.ckpt")
     hparams = _load(tmp_path / "task.ckpt")["hyper_parameters"]
-    assert hparams == {"model": "transformer_classifier", "model_kwargs": MODEL_KWARGS, "label_smoothing": 0.1}
+    assert hparams == {
+        "model": "transformer_classifier",
+        "model_kwargs": MODEL_KWARGS,
+        "data_sizes": None,
+        "attention_backend": None,
+        "checkpoint_path": None,
+        "label_smoothing": 0.1,
+    }
     loaded = ClassificationTask.load_from_checkpoint(tmp_path / "task.ckpt", weights_only=True)
     for key, value in task.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
@@ -224,7 +231,7 @@ def test_classification_task_checkpoint_rebuilds_with_weights_only(tmp_path):
 def test_classification_task_checks_num_classes_against_the_data(tmp_path):
     task = ClassificationTask("transformer_classifier", {**MODEL_KWARGS, "num_classes": 5})
     trainer = Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(ValueError, match="the data has 4 classes but model 'transformer_classifier' predicts 5"):
+    with pytest.raises(ValueError, match=r"model_kwargs.num_classes=5 but the data has num_classes=4"):
         trainer.validate(task, datamodule=SyntheticSequenceDataModule(num_val=8, batch_size=8))
 
 
@@ -243,12 +250,17 @@ def test_regression_task_metrics(loss):
     tokens = torch.randint(0, 16, (8, 12))
     target = torch.randn(8)  # (batch,) targets against (batch, 1) predictions
     output = task(tokens)
-    metrics = task.compute_metrics(output, target)
-    assert torch.allclose(metrics["mse"], ((output.squeeze(1) - target) ** 2).mean())
-    assert torch.allclose(metrics["mae"], (output.squeeze(1) - target).abs().mean())
-    assert metrics["loss"] is metrics[loss]
+    mse, mae = ((output.squeeze(1) - target) ** 2).mean(), (output.squeeze(1) - target).abs().mean()
+    assert torch.allclose(task.loss(output, target), mse if loss == "mse" else mae)
+    batch = task.batch_metrics(output, target, task.loss(output, target))
+    assert torch.allclose(batch["mse"], mse) and torch.allclose(batch["mae"], mae)
+    metrics = task.eval_metrics["val"]
+    for half in (slice(0, 3), slice(3, 8)):  # exact over the split, whatever the batch sizes
+        task.update_metrics(metrics, output[half], target[half])
+    assert torch.allclose(metrics["mse"].compute(), mse) and torch.allclose(metrics["mae"].compute(), mae)
+    assert task.loss_metric == loss
     with pytest.raises(ValueError, match="does not match target"):
-        task.compute_metrics(output, torch.randn(9))
+        task.loss(output, torch.randn(9))
 
 
 # ------------------------------------------------------------------------------------------------- CLI, in-process
@@ -352,7 +364,8 @@ def test_cli_bad_value_is_a_parser_error(tmp_path, cli_argv, capsys):
 
 @pytest.mark.parametrize("domain", ("core", *DOMAINS))
 def test_every_domain_cli_is_the_formers_cli(domain, cli_argv, capsys):
-    module = importlib.import_module(f"formers.{domain}.cli")
+    module = importlib.import_module("formers.core.main" if domain == "core" else f"formers.{domain}.domain")
+    assert module.DOMAIN.name == domain and module.main == module.DOMAIN.main
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0

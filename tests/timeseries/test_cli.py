@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from formers.timeseries.cli import main, predict_parser
+from formers.core.predict import predict_parser
+from formers.timeseries.domain import DOMAIN, main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "pipelines" / "timeseries" / "tiny.yaml"
@@ -27,23 +28,22 @@ def test_help_documents_predict(capsys, monkeypatch):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "formers-timeseries predict --ckpt CKPT --csv CSV" in " ".join(out.split())
     assert "{fit,validate,test,predict}" in out
-    help_text = predict_parser().format_help()
-    for option in ("--ckpt", "--csv", "--out", "--plot", "--end", "--truth", "--split", "--tsv"):
+    help_text = predict_parser(DOMAIN).format_help()
+    for option in ("--ckpt", "--config", "--out", "--plot", "--end", "--truth", "--split", "inputs"):
         assert option in help_text
 
 
 def test_predict_reports_bad_input(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--ckpt", str(tmp_path / "missing.ckpt"), "--csv", str(tmp_path / "x.csv")])
-    assert exit_info.value.code == 2
+        main(["predict", "--ckpt", str(tmp_path / "missing.ckpt"), str(tmp_path / "x.csv")])
+    assert exit_info.value.code == 1
     assert "checkpoint not found" in capsys.readouterr().err
 
 
 def _cli() -> list[str]:
     script = Path(sys.executable).with_name("formers-timeseries")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "formers.timeseries.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "formers.timeseries.domain"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -85,7 +85,7 @@ def test_fit_resume_test_predict(tmp_path, synthetic_csv):
     assert metrics["val"]["loss"] > 0  # fit metrics kept
 
     out, png = tmp_path / "forecast.csv", tmp_path / "forecast.png"
-    args = ["predict", "--ckpt", str(best), "--csv", str(synthetic_csv), "--out", str(out), "--plot", str(png)]
+    args = ["predict", "--ckpt", str(best), str(synthetic_csv), "--out", str(out), "--plot", str(png)]
     _run(*args, "--end", "-24")
     frame, forecast = pd.read_csv(synthetic_csv), pd.read_csv(out)
     assert forecast["date"].iloc[0] == frame["date"].iloc[-24] and len(forecast) == 24

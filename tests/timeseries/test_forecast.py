@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from formers.timeseries import forecast
-from formers.timeseries.cli import main
+from formers.timeseries.domain import main
 from formers.timeseries.forecasting import forecast_test_split, future_dates, infer_step, load_forecaster
 from formers.timeseries.timefeatures import time_features
 

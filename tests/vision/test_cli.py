@@ -10,9 +10,7 @@ import pytest
 import yaml
 
 import formers.vision as fv
-from formers.vision.checkpoint import CheckpointError
-from formers.vision.cli import main, predict
-from formers.vision.data import CorruptImageError
+from formers.vision.domain import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "pipelines" / "vision" / "tiny.yaml"
@@ -42,20 +40,17 @@ def test_tiny_pipeline_writes_metrics_and_confusion(trained):
     assert (trained / "dvclive" / "plots" / "metrics" / "train" / "loss_step.tsv").is_file()
 
 
+def _predict(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", *args])
+    return exit_info.value.code
+
+
 @pytest.mark.slow
-def test_predict_prints_topk(trained, shapes_root, capsys):
-    ckpt = trained / "checkpoints" / "best.ckpt"
-    main(
-        [
-            "predict",
-            str(shapes_root / "test" / "star"),
-            str(shapes_root / "test" / "circle" / "00000.png"),
-            "--checkpoint",
-            str(ckpt),
-            "--top-k",
-            "3",
-        ]
-    )
+def test_predict_prints_topk(trained, shapes_root, capsys, tmp_path):
+    ckpt = str(trained / "checkpoints" / "best.ckpt")
+    star, circle = shapes_root / "test" / "star", shapes_root / "test" / "circle" / "00000.png"
+    assert _predict("--ckpt", ckpt, str(star), str(circle), "--top_k", "3") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
     path, labels = lines[0].split("\t")
@@ -66,21 +61,32 @@ def test_predict_prints_topk(trained, shapes_root, capsys):
     )
     probs = [float(p) for _, p in pairs]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
-    results = predict([shapes_root / "test" / "star"], ckpt, top_k=100)
-    assert len(results[0][1]) == 8 and abs(sum(p for _, p in results[0][1]) - 1) < 1e-4
+    out = tmp_path / "top.tsv"
+    assert _predict("--ckpt", ckpt, str(star), "--top_k", "100", "--out", str(out)) == 0
+    first = out.read_text().splitlines()[0].split("\t")[1].split()
+    assert len(first) == 8 and abs(sum(float(item.split("=")[1]) for item in first) - 1) < 1e-3
 
 
 @pytest.mark.slow
-def test_predict_errors(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "best.ckpt"
-    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    with pytest.raises(CorruptImageError, match="broken.jpg"):
-        predict([tmp_path / "broken.jpg"], ckpt)
-    with pytest.raises(FileNotFoundError, match="nope.png"):
-        predict([tmp_path / "nope.png"], ckpt)
+def test_predict_reports_bad_files_and_predicts_the_good_ones(trained, shapes_root, tmp_path, capsys):
+    ckpt = str(trained / "checkpoints" / "best.ckpt")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    (folder / "good.png").write_bytes((shapes_root / "test" / "circle" / "00000.png").read_bytes())
+    assert _predict("--ckpt", ckpt, str(folder)) == 1  # non-zero at the end ...
+    captured = capsys.readouterr()
+    assert "broken.jpg" in captured.err and "1 input(s) failed" in captured.err
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(folder / "good.png")]  # ... good kept
+    assert _predict("--ckpt", ckpt, str(tmp_path / "nope.png")) == 1
+    assert "nope.png" in capsys.readouterr().err
     (tmp_path / "bad.ckpt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="bad.ckpt"):
-        predict([tmp_path / "broken.jpg"], tmp_path / "bad.ckpt")
+    assert _predict("--ckpt", str(tmp_path / "bad.ckpt"), str(folder)) == 1
+    assert "bad.ckpt" in capsys.readouterr().err
+    image = folder / "good.png"
+    before = image.read_bytes()
+    assert _predict("--ckpt", ckpt, str(image), "--out", str(image)) == 1  # never overwrites an input
+    assert "is an input" in capsys.readouterr().err and image.read_bytes() == before
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])

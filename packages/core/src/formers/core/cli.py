@@ -1,6 +1,8 @@
 """The formers command line: one :class:`~lightning.pytorch.cli.LightningCLI` that every domain's script builds on.
 
-Usage (``formers-core`` here; ``formers-vision``, ``formers-timeseries``, ... are the same CLI)::
+Every domain's script (``formers-core``, ``formers-vision``, ``formers-timeseries``, ...) is this CLI, generated from
+the domain's declaration (:class:`formers.core.domain.Domain`), plus the one ``predict`` subcommand of
+:mod:`formers.core.predict`. Usage::
 
     formers-core fit --config pipelines/core/tiny.yaml                     # train
     formers-core fit --config pipelines/core/tiny.yaml --ckpt_path last    # resume a killed run (or start fresh)
@@ -43,11 +45,18 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial, update_wrapper
+from importlib import import_module
+from types import MethodType
 from typing import Any, Literal
 
 from jsonargparse import Namespace
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
 from torch.optim import Optimizer
+
+from formers.core.optim import optimizer_parameters
+from formers.core.tasks import Task
 
 __all__ = [
     "FormersCLI",
@@ -57,7 +66,7 @@ __all__ = [
     "default_loggers",
     "default_callbacks",
     "DEFAULT_OPTIMIZER",
-    "main",
+    "data_sizes_of",
 ]
 
 RUN_DIR = "${run_dir}"
@@ -103,11 +112,13 @@ def default_callbacks(monitor: str = "val/loss", mode: Literal["min", "max"] = "
 class FormersCLI(LightningCLI):
     """LightningCLI with the formers run layout, loggers, callbacks and optimizer defaults (see the module docstring).
 
-    Model and data are chosen in the config by ``class_path`` (subclass mode): any ``LightningModule`` /
-    ``LightningDataModule`` unless a domain narrows them with ``model_class`` / ``datamodule_class``.
+    Model and data are chosen in the config by ``class_path`` (subclass mode): any formers
+    :class:`~formers.core.tasks.Task` and any ``LightningDataModule`` unless a domain narrows them with
+    ``model_class`` / ``datamodule_class``. The data module's ``model_sizes()`` are linked to the task's
+    ``data_sizes`` when both are instantiated, so sizes the data determines are never written twice.
 
     Args:
-        model_class: base class (or factory) of the selectable models; ``None`` allows any LightningModule.
+        model_class: base class of the selectable tasks (default: every formers Task).
         datamodule_class: base class of the selectable data modules; ``None`` allows any LightningDataModule.
         description: text at the top of ``--help``.
         default_config_files: config files read before ``--config`` for every subcommand (missing files are skipped).
@@ -123,7 +134,7 @@ class FormersCLI(LightningCLI):
 
     def __init__(
         self,
-        model_class: Any = None,
+        model_class: Any = Task,
         datamodule_class: Any = None,
         *,
         description: str | None = None,
@@ -175,9 +186,38 @@ class FormersCLI(LightningCLI):
             "strings becomes this folder, ${log_dir} the folder of this subcommand's logs (run_dir for fit, "
             "run_dir/<subcommand> otherwise).",
         )
+        parser.add_argument(
+            "--filter_bias_and_bn",
+            type=bool,
+            default=True,
+            help="Exclude biases, norm weights and each model's no_weight_decay() names from weight decay "
+            "(formers.core.optim.param_groups_weight_decay, as timm and the papers' recipes).",
+        )
         parser.set_defaults({"trainer.callbacks": default_callbacks(self.monitor, self.monitor_mode)})
         # added here (not by LightningCLI after this hook); no parser default, see DEFAULT_OPTIMIZER
         parser.add_optimizer_args((Optimizer,))
+        # sizes the data determines (num_classes, enc_in, ...) reach the task once the data module exists
+        parser.link_arguments("data", "model.init_args.data_sizes", compute_fn=data_sizes_of, apply_on="instantiate")
+
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """LightningCLI's automatic ``configure_optimizers``, with the weight-decay parameter groups of
+        :func:`formers.core.optim.optimizer_parameters` instead of the flat parameter list."""
+        optimizer_init = self._get(self.config_init, "optimizer")
+        if not optimizer_init:
+            return
+        scheduler_init = self._get(self.config_init, "lr_scheduler")
+        optimizer_class = _import_class(optimizer_init["class_path"])
+        params = optimizer_parameters(
+            self.model,
+            optimizer_class,
+            dict(optimizer_init.get("init_args") or {}),
+            filter_bias_and_bn=self._get(self.config_init, "filter_bias_and_bn", True),
+        )
+        optimizer = instantiate_class(params, optimizer_init)
+        lr_scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
+        fn = partial(self.configure_optimizers, optimizer=optimizer, lr_scheduler=lr_scheduler)
+        update_wrapper(fn, self.configure_optimizers)  # Lightning's is_overridden() looks at the wrapped function
+        self.model.configure_optimizers = MethodType(fn, self.model)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -191,6 +231,17 @@ class FormersCLI(LightningCLI):
             config.weights_only = True
         if self.subcommand == "fit" and config.get("ckpt_path"):
             _resume_dvclive(config)
+
+
+def data_sizes_of(datamodule: LightningDataModule | None) -> dict[str, Any] | None:
+    """The model sizes a data module determines (``model_sizes()`` of :class:`formers.core.data.SplitDataModule`)."""
+    sizes = getattr(datamodule, "model_sizes", None)
+    return dict(sizes()) if callable(sizes) else None
+
+
+def _import_class(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(import_module(module), name)
 
 
 def _resolve_placeholders(node: Any, values: dict[str, str]) -> Any:
@@ -216,16 +267,3 @@ def _resume_dvclive(config: Namespace) -> None:
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         if isinstance(logger, Namespace) and logger.get("class_path") == _DVCLIVE:
             logger.init_args.resume = True
-
-
-def main(args: ArgsType = None) -> None:
-    """Entry point of ``formers-core`` (the spine itself, on the core models and the synthetic sequence tasks)."""
-    FormersCLI(
-        description="formers-core: train, validate and test formers models (LightningCLI + DVC run layout).",
-        run_dir="runs/core",
-        args=args,
-    )
-
-
-if __name__ == "__main__":
-    main()

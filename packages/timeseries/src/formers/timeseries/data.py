@@ -32,9 +32,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from formers.core.data import SplitDataModule
 from formers.timeseries.timefeatures import normalize_freq, time_features
 
 __all__ = [
@@ -226,7 +226,7 @@ class ForecastDataset(Dataset):
         return inputs, self.values[s_end:r_end]
 
 
-class ForecastDataModule(LightningDataModule):
+class ForecastDataModule(SplitDataModule):
     """Train / val / test windows of a forecasting CSV (protocol in the module docstring).
 
     Args:
@@ -266,27 +266,31 @@ class ForecastDataModule(LightningDataModule):
         num_workers: int = 0,
         drop_last_train: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
-        for name, value in (("seq_len", seq_len), ("pred_len", pred_len), ("batch_size", batch_size)):
+        for name, value in (("seq_len", seq_len), ("pred_len", pred_len)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(label_len, int) or not 0 <= label_len <= seq_len:
             raise ValueError(f"label_len must be an integer in [0, seq_len={seq_len}], got {label_len!r}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.path, self.seq_len, self.label_len, self.pred_len = str(path), seq_len, label_len, pred_len
         self.features, self.target, self.date_column = features, target, date_column
         self.freq = normalize_freq(freq)
         self.split = detect_split(path, split)
-        self.ratios, self.scale = tuple(ratios), scale
-        self.batch_size, self.num_workers, self.drop_last_train = batch_size, num_workers, drop_last_train
-        self.datasets: dict[str, ForecastDataset] = {}
+        self.ratios, self.scale, self.drop_last_train = tuple(ratios), scale, drop_last_train
+        self._windows: dict[str, ForecastDataset] = {}
         self.columns: list[str] = []
         self.scaler: StandardScaler | None = None
         self.borders: dict[str, tuple[int, int]] = {}
+
+    def model_sizes(self) -> dict[str, int]:
+        """The window lengths and channel counts of the model (``c_out`` too for M and S; MS models choose it)."""
+        channels = self.num_channels
+        sizes = {"seq_len": self.seq_len, "label_len": self.label_len, "pred_len": self.pred_len}
+        sizes |= {"enc_in": channels, "dec_in": channels}
+        return sizes if self.features == "MS" else sizes | {"c_out": channels}
 
     @property
     def num_channels(self) -> int:
@@ -296,7 +300,7 @@ class ForecastDataModule(LightningDataModule):
 
     def _load(self) -> None:
         """Read the CSV, fit the scaler on the train rows and build the three datasets (once)."""
-        if self.datasets:
+        if self._windows:
             return
         frame = read_series(self.path, date_column=self.date_column, target=self.target)
         channels = [self.target] if self.features == "S" else [c for c in frame.columns if c != self.date_column]
@@ -321,38 +325,19 @@ class ForecastDataModule(LightningDataModule):
             values = self.scaler.transform(values)
         marks = time_features(frame[self.date_column], self.freq)
         self.columns, self.borders = channels, borders
-        self.datasets = {
+        self._windows = {
             stage: ForecastDataset(
                 values[begin:end], marks[begin:end], self.seq_len, self.label_len, self.pred_len, offset=begin
             )
             for stage, (begin, end) in borders.items()
         }
 
-    def setup(self, stage: str | None = None) -> None:
+    def build_splits(self) -> dict[str, ForecastDataset]:
         self._load()
+        return self._windows
 
-    def _loader(self, stage: str, shuffle: bool, drop_last: bool) -> DataLoader:
-        self._load()
-        return DataLoader(
-            self.datasets[stage],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, drop_last=self.drop_last_train)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, drop_last=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, drop_last=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    def drop_last(self, split: str, dataset: Dataset) -> bool:
+        return split == "train" and self.drop_last_train
 
     def state_dict(self) -> dict[str, Any]:
         """What forecasting needs after training; Lightning stores it in every checkpoint (plain types only, so the

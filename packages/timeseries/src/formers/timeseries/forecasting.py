@@ -10,7 +10,7 @@ mean/std, time-feature frequency, seq_len/label_len/pred_len, features, target).
     from formers.timeseries import forecast
     frame = forecast("runs/timeseries/default/checkpoints/best.ckpt", "my.csv", out_csv="f.csv", plot="f.png")
 
-Command line: ``formers-timeseries predict --ckpt best.ckpt --csv my.csv --out f.csv --plot f.png``
+Command line: ``formers-timeseries predict --ckpt best.ckpt my.csv --out f.csv --plot f.png``
 (``formers-timeseries predict --help``).
 """
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from formers.core.domain import load_trained
 from formers.timeseries.data import read_series, split_borders, validate_frame
 from formers.timeseries.task import ForecastTask
 from formers.timeseries.timefeatures import time_features
@@ -31,26 +32,17 @@ from formers.timeseries.timefeatures import time_features
 __all__ = ["load_forecaster", "forecast", "forecast_test_split", "infer_step", "future_dates", "plot_forecast"]
 
 PathLike = str | os.PathLike[str]
-_STATE_KEY = "ForecastDataModule"
 
 
 def load_forecaster(checkpoint: PathLike, map_location: str = "cpu") -> tuple[ForecastTask, dict[str, Any]]:
     """The task (in eval mode) and the data state stored in a checkpoint, loaded with ``weights_only=True``."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ValueError(f"{path} is not a Lightning checkpoint of a ForecastTask (no state_dict/hyper_parameters)")
-    if _STATE_KEY not in ckpt:
-        raise ValueError(f"{path} has no {_STATE_KEY} state: it was not trained with formers.timeseries.data")
-    state = dict(ckpt[_STATE_KEY])
-    hparams = {k: v for k, v in dict(ckpt["hyper_parameters"]).items() if not k.startswith("_")}
-    task = ForecastTask(**hparams)
-    task.load_state_dict(ckpt["state_dict"])
-    task.features = state["features"]
-    task.eval()
-    return task, state
+    run = load_trained(checkpoint, task_class=ForecastTask, map_location=map_location)
+    if "columns" not in run.data_state or "mean" not in run.data_state:
+        raise ValueError(f"{checkpoint}: no ForecastDataModule state; it was not trained with formers.timeseries.data")
+    task = run.task
+    assert isinstance(task, ForecastTask)
+    task.features = run.data_state["features"]
+    return task, run.data_state
 
 
 def infer_step(dates: pd.Series | pd.DatetimeIndex) -> str | pd.Timedelta:

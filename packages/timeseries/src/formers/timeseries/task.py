@@ -20,49 +20,50 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric
 
-from formers.core.registry import create_model
+from formers.core.tasks import Task
 from formers.timeseries.timefeatures import num_time_features
 
 __all__ = ["ForecastTask"]
 
-_MODEL_DATA_KEYS = ("seq_len", "pred_len")  # label_len: iTransformer ignores it
 
-
-class ForecastTask(LightningModule):
+class ForecastTask(Task):
     """Forecasting with an MSE loss on the standardized scale.
 
     Args:
         model: registered model name (``itransformer``, ``autoformer``, ``informer``, ...).
-        model_kwargs: the model's hyper-parameters (Time-Series-Library names: seq_len, pred_len, enc_in, ...).
+        model_kwargs: the model's hyper-parameters (Time-Series-Library names: d_model, n_heads, e_layers, ...).
+        data_sizes: ``seq_len``, ``label_len``, ``pred_len``, ``enc_in``, ``dec_in`` (and ``c_out`` for M/S) of the
+            data, linked by the CLI from :meth:`formers.timeseries.data.ForecastDataModule.model_sizes`.
+        attention_backend: backend of every attention call of the model (``None``: ``auto``).
+        checkpoint_path: initial weights.
 
     ``features`` (``"M"``, ``"S"``, ``"MS"``: which channels are scored) is the data module's, read at setup (an
     argument here would be a second place to keep in sync); without a data module it is ``"M"``.
     """
 
+    loss_metric = "mse"  # val/test loss: the exact float64 MSE over the split
+
     def __init__(
         self,
         model: str,
         model_kwargs: dict[str, Any] | None = None,
+        data_sizes: dict[str, Any] | None = None,
+        attention_backend: str | None = None,
+        checkpoint_path: str | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = create_model(model, **(model_kwargs or {}))
+        super().__init__(model, model_kwargs, data_sizes, attention_backend, checkpoint_path)
         self.features: Literal["M", "S", "MS"] = "M"
-        # float64 sums over the whole split: the epoch value is the exact global mean
-        self.val_mse, self.val_mae = _float64(MeanSquaredError()), _float64(MeanAbsoluteError())
-        self.test_mse, self.test_mae = _float64(MeanSquaredError()), _float64(MeanAbsoluteError())
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "features"):
             return
         self.features = datamodule.features
         kwargs = self.hparams.model_kwargs or {}
-        expected = {"enc_in": datamodule.num_channels, **{k: getattr(datamodule, k) for k in _MODEL_DATA_KEYS}}
         if kwargs.get("embed", "timeF") != "timeF":
             raise ValueError("ForecastDataModule yields timeF time features; set model_kwargs.embed: timeF")
         marks = num_time_features(datamodule.freq)
@@ -71,15 +72,6 @@ class ForecastTask(LightningModule):
                 f"the model expects {self.model.num_marks} time features (model_kwargs.freq="
                 f"{kwargs.get('freq', 'h')!r}) but the data's freq={datamodule.freq!r} gives {marks}; make them equal"
             )
-        for key, value in expected.items():
-            if key in kwargs and kwargs[key] != value:
-                raise ValueError(
-                    f"model_kwargs.{key}={kwargs[key]} but the data has {key}={value} ({datamodule.path}); "
-                    "make them equal in the config"
-                )
-
-    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        return self.model(**inputs)
 
     def _scored(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         if output.shape[:2] != target.shape[:2]:
@@ -92,42 +84,22 @@ class ForecastTask(LightningModule):
             )
         return output, target.to(output.dtype)
 
-    def training_step(self, batch: tuple[Mapping[str, Tensor], Tensor], batch_idx: int) -> Tensor:
-        inputs, target = batch
-        output, target = self._scored(self(inputs), target)
-        loss = F.mse_loss(output, target)
-        size = target.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
-        self.log_dict(
-            {"train/mse": loss.detach(), "train/mae": F.l1_loss(output.detach(), target)},
-            on_step=False,
-            on_epoch=True,
-            batch_size=size,
-        )
-        return loss
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(*self._scored(output, target))
 
-    def _eval_step(self, batch: tuple[Mapping[str, Tensor], Tensor], stage: str) -> None:
-        inputs, target = batch
-        output, target = self._scored(self(inputs), target)
-        mse, mae = getattr(self, f"{stage}_mse"), getattr(self, f"{stage}_mae")
+    def batch_metrics(self, output: Tensor, target: Tensor, loss: Tensor) -> dict[str, Tensor]:
+        output, target = self._scored(output.detach(), target)
+        return {"mse": loss, "mae": F.l1_loss(output, target)}
+
+    def make_metrics(self) -> dict[str, Metric]:
+        # float64 sums over the whole split: the epoch value is the exact global mean
+        return {"mse": _float64(MeanSquaredError()), "mae": _float64(MeanAbsoluteError())}
+
+    def update_metrics(self, metrics: Mapping[str, Metric], output: Tensor, target: Tensor) -> None:
+        output, target = self._scored(output, target)
         output, target = output.double().reshape(-1), target.double().reshape(-1)
-        mse.update(output, target)
-        mae.update(output, target)
-        size = target.shape[0]
-        self.log(f"{stage}/loss", mse, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=size)
-        self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True, batch_size=size)
-        self.log(f"{stage}/mae", mae, on_step=False, on_epoch=True, batch_size=size)
-
-    def validation_step(self, batch: tuple[Mapping[str, Tensor], Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: tuple[Mapping[str, Tensor], Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """The forecast ``(B, pred_len, c_out)`` on the standardized scale."""
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(inputs)
+        for metric in metrics.values():
+            metric.update(output, target)
 
 
 def _float64(metric: Metric) -> Metric:

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+
+from formers.core.data import SplitDataModule
 
 __all__ = ["ImageFolderDataModule", "CorruptImageError", "load_image", "extract_tar", "find_split_dirs"]
 
@@ -97,7 +98,7 @@ class _Transformed(Dataset):
         return self.transform(self.folder.loader(path)), target
 
 
-class ImageFolderDataModule(LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     """Train / val / test loaders over an ImageFolder tree or a tar of one.
 
     Args:
@@ -151,7 +152,7 @@ class ImageFolderDataModule(LightningDataModule):
         mixup_mode: str = "batch",
         smoothing: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {in_chans}")
         if not 0.0 <= val_fraction < 1.0:
@@ -162,11 +163,10 @@ class ImageFolderDataModule(LightningDataModule):
             raise ValueError(f"mixup and cutmix alphas must be >= 0, got {mixup} / {cutmix}")
         self.save_hyperparameters()
         self.root, self.extract_dir = Path(root), extract_dir
-        self.img_size, self.in_chans, self.batch_size, self.num_workers = img_size, in_chans, batch_size, num_workers
+        self.img_size, self.in_chans = img_size, in_chans
         self.eval_cfg = self._eval_cfg(model_cfg, mean, std, interpolation, crop_pct)
         self.classes: list[str] = []
         self.mixup_fn: Mixup | None = None
-        self._splits: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------------------------------------ config
     def _eval_cfg(self, model, mean, std, interpolation, crop_pct) -> dict[str, Any]:
@@ -212,6 +212,13 @@ class ImageFolderDataModule(LightningDataModule):
     def num_classes(self) -> int | None:
         return len(self.classes) or None
 
+    def model_sizes(self) -> dict[str, int]:
+        """Classes (the class folders of ``train/``), input side and channels: the model's sizes."""
+        if not self.classes:
+            train_dir, _ = find_split_dirs(self._image_root())
+            self.classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())  # ImageFolder's order
+        return {"num_classes": len(self.classes), "img_size": self.img_size, "in_chans": self.in_chans}
+
     # ------------------------------------------------------------------------------------------------ data
     def prepare_data(self) -> None:
         self._image_root()  # extraction happens once, on one process
@@ -224,9 +231,7 @@ class ImageFolderDataModule(LightningDataModule):
             raise FileNotFoundError(f"image data not found: {self.root}")
         return self.root
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._splits:
-            return
+    def build_splits(self) -> dict[str, Dataset]:
         train_dir, test_dir = find_split_dirs(self._image_root())
         mode = "RGB" if self.in_chans == 3 else "L"
         loader = partial(load_image, mode=mode)  # picklable, for DataLoader workers
@@ -243,12 +248,15 @@ class ImageFolderDataModule(LightningDataModule):
         if cap is not None:
             train_idx, val_idx, test_idx = train_idx[:cap], val_idx[:cap], test_idx[:cap]
         test_split = _Transformed(test, sorted(test_idx), self.eval_transform())
-        self._splits = {
+        self._make_mixup()
+        return {
             "train": _Transformed(train, train_idx, self.train_transform()),
             # val_fraction 0: validate on the test split (ImageNet practice: val/ is the only held-out set)
             "val": _Transformed(train, val_idx, self.eval_transform()) if val_idx else test_split,
             "test": test_split,
         }
+
+    def _make_mixup(self) -> None:
         hp = self.hparams
         if hp.mixup > 0 or hp.cutmix > 0 or hp.smoothing > 0:
             self.mixup_fn = Mixup(
@@ -261,32 +269,9 @@ class ImageFolderDataModule(LightningDataModule):
                 num_classes=len(self.classes),
             )
 
-    def split(self, name: str) -> Dataset:
-        """The dataset of split ``train`` / ``val`` / ``test`` (after :meth:`setup`)."""
-        self.setup()
-        return self._splits[name]
-
-    def _loader(self, name: str) -> DataLoader:
-        data = self.split(name)
-        if len(data) == 0:
-            raise ValueError(f"the {name} split is empty (val_fraction={self.hparams.val_fraction})")
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=name == "train",
-            drop_last=name == "train" and len(data) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def drop_last(self, split: str, dataset: Dataset) -> bool:
+        """Training drops its last partial batch (Mixup pairs samples), unless the split is a single batch."""
+        return split == "train" and len(dataset) > self.batch_size
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Mixup / CutMix / label smoothing on training batches: targets become ``(B, num_classes)`` soft labels."""

@@ -2,14 +2,14 @@
 
 On top of :class:`formers.core.tasks.ClassificationTask`:
 
-* the model gets its ``pretrained_cfg`` and, with ``checkpoint_path``, its initial weights through
-  :func:`formers.vision.prepare_model` (official / timm / formers checkpoints; another ``num_classes`` keeps a
-  fresh head), i.e. what :func:`formers.vision.create_model` does;
+* the model is built like :func:`formers.vision.create_model` builds it (``pretrained_cfg`` attached; with
+  ``checkpoint_path`` its initial weights from an official / timm / formers checkpoint, a classifier of another size
+  left fresh);
 * soft targets ``(B, num_classes)`` (Mixup / CutMix / smoothing of
   :class:`~formers.vision.data.ImageFolderDataModule`) use the soft-target cross-entropy, hard targets ``(B,)`` the
   usual one (with ``label_smoothing``);
-* ``{stage}/acc`` (top-1) and ``{stage}/acc_top5`` (top-``top_k``) are logged; with soft targets the accuracy is
-  measured against the dominant class of the mixed label;
+* ``{stage}/acc`` (top-1) and ``{stage}/acc_top5`` (top-``top_k``) are logged, exact over the val/test splits; with
+  soft targets the accuracy is measured against the dominant class of the mixed label;
 * ``test`` writes ``actual,predicted`` rows (class names when the DataModule has them) to ``confusion_csv``
   (default ``<trainer.log_dir>/confusion.csv``), the input of DVC's ``confusion`` plot template.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric, Metric
 
 from formers.core.tasks import ClassificationTask
-from formers.vision.api import prepare_model
 
 __all__ = ["ImageClassificationTask", "WarmupCosineLR", "soft_target_cross_entropy", "write_confusion_csv"]
 
@@ -43,9 +44,11 @@ class ImageClassificationTask(ClassificationTask):
 
     Args:
         model: vision model name (``formers.vision.list_models()``).
-        model_kwargs: model arguments (``num_classes``, ``img_size``, ``drop_path_rate``, ...).
+        model_kwargs: model arguments (``drop_path_rate``, ``patch_size``, ...).
+        data_sizes: ``num_classes``, ``img_size``, ``in_chans`` of the data (linked by the CLI).
+        attention_backend: backend of every attention call of the model (``None``: ``auto``).
+        checkpoint_path: initial weights (fine-tuning; official, timm or formers format); ``None`` trains from scratch.
         label_smoothing: smoothing of hard targets (Mixup batches carry their own smoothing).
-        checkpoint_path: initial weights (fine-tuning); ``None`` trains from scratch.
         top_k: the ``k`` of ``acc_top5`` (capped at the number of classes; the metric name stays ``acc_top5``).
         confusion_csv: where ``test`` writes the confusion rows; ``None``: ``<trainer.log_dir>/confusion.csv``.
     """
@@ -54,36 +57,53 @@ class ImageClassificationTask(ClassificationTask):
         self,
         model: str,
         model_kwargs: dict[str, Any] | None = None,
-        label_smoothing: float = 0.0,
+        data_sizes: dict[str, Any] | None = None,
+        attention_backend: str | None = None,
         checkpoint_path: str | None = None,
+        label_smoothing: float = 0.0,
         top_k: int = 5,
         confusion_csv: str | None = None,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        super().__init__(model, model_kwargs, label_smoothing)
-        self.save_hyperparameters()
-        prepare_model(self.model, model, checkpoint_path=checkpoint_path)
+        super().__init__(model, model_kwargs, data_sizes, attention_backend, checkpoint_path, label_smoothing)
         self.top_k = top_k
         self.confusion_csv = confusion_csv
         self._test_rows: list[tuple[Tensor, Tensor]] | None = None
 
-    def compute_metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
-        if target.ndim == 2:  # soft targets from Mixup / CutMix / smoothing
+    def _labels(self, output: Tensor, target: Tensor) -> Tensor:
+        """Hard labels: the targets, or the dominant class of Mixup / CutMix / smoothing soft targets."""
+        if target.ndim == 2:
             if target.shape != output.shape:
                 raise ValueError(f"soft targets {tuple(target.shape)} do not match logits {tuple(output.shape)}")
-            loss, labels = soft_target_cross_entropy(output, target.to(output.dtype)), target.argmax(dim=-1)
-        else:
-            loss, labels = F.cross_entropy(output, target, label_smoothing=self.label_smoothing), target
-        k = min(self.top_k, output.shape[-1])
-        top = output.topk(k, dim=-1).indices
+            return target.argmax(dim=-1)
+        return target
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        if target.ndim == 2:  # soft targets from Mixup / CutMix / smoothing
+            self._labels(output, target)
+            return soft_target_cross_entropy(output, target.to(output.dtype))
+        return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
+
+    def _hits(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(labels, predicted class, top-1 hits, top-k hits)`` per sample."""
+        labels = self._labels(output, target)
+        top = output.detach().topk(min(self.top_k, output.shape[-1]), dim=-1).indices
+        return labels, top[:, 0], (top[:, 0] == labels).float(), (top == labels[:, None]).any(dim=-1).float()
+
+    def make_metrics(self) -> dict[str, Metric]:
+        return {"acc": MeanMetric(), "acc_top5": MeanMetric()}
+
+    def update_metrics(self, metrics: Mapping[str, Metric], output: Tensor, target: Tensor) -> None:
+        labels, predicted, top1, topk = self._hits(output, target)
+        metrics["acc"].update(top1)
+        metrics["acc_top5"].update(topk)
         if self._test_rows is not None:
-            self._test_rows.append((labels.detach(), top[:, 0].detach()))
-        return {
-            "loss": loss,
-            "acc": (top[:, 0] == labels).float().mean(),
-            "acc_top5": (top == labels[:, None]).any(dim=-1).float().mean(),
-        }
+            self._test_rows.append((labels.detach(), predicted))
+
+    def batch_metrics(self, output: Tensor, target: Tensor, loss: Tensor) -> dict[str, Tensor]:
+        _, _, top1, topk = self._hits(output, target)
+        return {"acc": top1.mean(), "acc_top5": topk.mean()}
 
     def on_test_epoch_start(self) -> None:
         self._test_rows = []

@@ -24,9 +24,10 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from formers.core.data.base import SplitDataModule
 
 __all__ = ["SyntheticTask", "SPLITS", "make_sequences", "check_task_config", "SyntheticSequenceDataModule"]
 
@@ -103,7 +104,7 @@ def _split_seeds(seed: int) -> dict[str, int]:
     }
 
 
-class SyntheticSequenceDataModule(LightningDataModule):
+class SyntheticSequenceDataModule(SplitDataModule):
     """Train/val/test splits of a generated sequence-classification task (see the module docstring for the tasks).
 
     Batches are ``(tokens, labels)``: ``tokens`` ``(batch, seq_len)`` and ``labels`` ``(batch,)``, both ``int64``.
@@ -140,54 +141,29 @@ class SyntheticSequenceDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 1234,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
         check_task_config(task, vocab_size, num_classes, seq_len)
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
         self.task = task
         self.vocab_size = vocab_size
         self.num_classes = num_classes
         self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.seed = seed
-        self.datasets: dict[str, TensorDataset] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        """Generate the splits this stage needs (once; generation takes milliseconds)."""
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+    def model_sizes(self) -> dict[str, int]:
+        """The model's embedding rows and classes (``max_len`` only has to be at least ``seq_len``)."""
+        return {"vocab_size": self.vocab_size, "num_classes": self.num_classes}
+
+    def build_splits(self) -> dict[str, TensorDataset]:
+        """Every split from its own seed (generation takes milliseconds)."""
         seeds = _split_seeds(self.seed)
-        for split in needed.get(stage, SPLITS) if stage else SPLITS:
-            if split not in self.datasets:
-                tensors = make_sequences(
-                    self.task, self.sizes[split], self.vocab_size, self.num_classes, self.seq_len, seeds[split]
-                )
-                self.datasets[split] = TensorDataset(*tensors)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        if split not in self.datasets:
-            self.setup()
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return {
+            split: TensorDataset(
+                *make_sequences(self.task, self.sizes[split], self.vocab_size, self.num_classes, self.seq_len, seed)
+            )
+            for split, seed in seeds.items()
+        }

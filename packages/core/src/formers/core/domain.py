@@ -1,0 +1,215 @@
+"""A domain declaration: what makes ``formers-<domain>`` a full command line, in one place.
+
+A domain (vision, timeseries, graph, ...) states its name, description, the base classes its configs may choose
+(task and data module), its default run folder and how it predicts; everything else is shared::
+
+    # formers/<domain>/domain.py
+    DOMAIN = Domain(
+        name="graph",
+        description="formers-graph: graph transformers (Graph Transformer, Graphormer).",
+        task_class=GraphTask,
+        data_class=GraphDataModule,
+        predictor=GraphPredictor(),
+    )
+
+    # packages/<domain>/pyproject.toml
+    [project.scripts]
+    formers-graph = "formers.graph.domain:DOMAIN.main"
+
+``DOMAIN.main`` runs ``fit`` / ``validate`` / ``test`` through :class:`formers.core.cli.FormersCLI` and ``predict``
+through :func:`formers.core.predict.predict_main`, which has the same flags in every domain (``--ckpt``, inputs,
+``--out``, ``--config``). :func:`load_trained` rebuilds the task and the data state from any formers checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+
+from formers.core.cli import ArgsType, FormersCLI
+from formers.core.tasks import Task
+
+if TYPE_CHECKING:
+    from formers.core.predict import Predictor
+
+__all__ = ["Domain", "TrainedRun", "load_trained", "resolve_task_class", "CheckpointError"]
+
+# Top-level keys Lightning writes into every checkpoint: anything else that is a mapping is a data module's state.
+_LIGHTNING_KEYS = {
+    "epoch",
+    "global_step",
+    "pytorch-lightning_version",
+    "legacy_pytorch-lightning_version",
+    "state_dict",
+    "loops",
+    "callbacks",
+    "optimizer_states",
+    "lr_schedulers",
+    "hparams_name",
+    "hyper_parameters",
+    "datamodule_hparams_name",
+    "datamodule_hyper_parameters",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit what was asked of it (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The declaration of a formers domain; ``main`` is its ``formers-<name>`` script.
+
+    Args:
+        name: the domain's name (``vision``): script ``formers-<name>``, default run folder ``runs/<name>``.
+        description: the first line of ``--help``.
+        task_class: base class of the tasks its configs may choose (``model.class_path``).
+        data_class: base class of its data modules (``data.class_path``); ``None`` allows any LightningDataModule.
+        predictor: how ``formers-<name> predict`` turns inputs into outputs (``None``: the domain has no predict).
+        run_dir: default ``--run_dir`` (``runs/<name>``).
+        monitor, monitor_mode: the metric that picks ``best.ckpt``.
+    """
+
+    name: str
+    description: str
+    task_class: type[Task] = Task
+    data_class: type[LightningDataModule] | None = None
+    predictor: Predictor | None = None
+    run_dir: str | None = None
+    monitor: str = "val/loss"
+    monitor_mode: Literal["min", "max"] = "min"
+    cli_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def script(self) -> str:
+        return f"formers-{self.name}"
+
+    def cli(self, args: ArgsType = None, *, run: bool = True, **kwargs: Any) -> FormersCLI:
+        """The domain's :class:`FormersCLI` (``run=False``: parse and instantiate only)."""
+        return FormersCLI(
+            self.task_class,
+            self.data_class,
+            description=self.description,
+            run_dir=self.run_dir or f"runs/{self.name}",
+            monitor=self.monitor,
+            monitor_mode=self.monitor_mode,
+            args=args,
+            run=run,
+            **{**self.cli_kwargs, **kwargs},
+        )
+
+    def main(self, args: ArgsType = None) -> None:
+        """Entry point of ``formers-<name>``: ``predict`` is the shared predict command, the rest LightningCLI."""
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, (list, tuple)) and argv and argv[0] == "predict":
+            from formers.core.predict import predict_main  # the predict path needs no Lightning CLI machinery
+
+            raise SystemExit(predict_main(self, list(argv[1:])))
+        self.cli(args)
+
+
+@dataclass
+class TrainedRun:
+    """A task rebuilt from a checkpoint (eval mode) with its data module's state and hyper-parameters."""
+
+    task: Task
+    data_state: dict[str, Any]
+    hparams: dict[str, Any]
+    path: Path
+
+
+def resolve_task_class(class_path: str | None, base: type[Task], source: str | Path) -> type[Task]:
+    """The task class a checkpoint or config names, allowed only from formers' own modules and below ``base``.
+
+    A checkpoint is data: it may not make the CLI import an arbitrary module, so the module must be a formers one
+    and the class a subclass of the domain's task class.
+    """
+    if not class_path:
+        return base
+    module, _, name = class_path.rpartition(".")
+    if not module.startswith("formers."):
+        raise CheckpointError(
+            f"{source}: task class {class_path!r} is not a formers class; only formers tasks are loaded"
+        )
+    try:
+        cls = getattr(import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise CheckpointError(f"{source}: task class {class_path!r} cannot be found: {err}") from err
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise CheckpointError(f"{source}: {class_path!r} is not a {base.__module__}.{base.__qualname__}")
+    return cls
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint loaded with ``weights_only=True``; every failure names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zip, wrong format, pickle refusal: all unreadable here
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning training checkpoint (no state_dict)")
+    return ckpt
+
+
+def data_state_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The data module's ``state_dict()`` Lightning stored in a checkpoint (empty when it stored none)."""
+    class_path = (ckpt.get("datamodule_hyper_parameters") or {}).get("_class_path")
+    if class_path and isinstance(ckpt.get(class_path.rpartition(".")[2]), Mapping):
+        return dict(ckpt[class_path.rpartition(".")[2]])
+    states = [value for key, value in ckpt.items() if key not in _LIGHTNING_KEYS and isinstance(value, Mapping)]
+    return dict(states[0]) if len(states) == 1 else {}
+
+
+def load_trained(
+    checkpoint: str | Path,
+    *,
+    task_class: type[Task] = Task,
+    model_config: Mapping[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> TrainedRun:
+    """Rebuild the task (eval mode, weights loaded) and the data state from a formers checkpoint.
+
+    Args:
+        checkpoint: ``best.ckpt`` / ``last.ckpt`` of a ``formers-<domain> fit`` run.
+        task_class: the domain's task base class (the checkpoint's task must be a formers subclass of it).
+        model_config: a config's ``model`` section (``class_path`` + ``init_args``) that replaces the checkpoint's
+            hyper-parameters (``predict --config``); the checkpoint then only supplies the weights.
+        map_location: where the weights go.
+
+    Raises:
+        CheckpointError: unreadable file, a task class from outside formers, or weights that do not fit the task.
+    """
+    path = Path(checkpoint)
+    ckpt = read_checkpoint(path, map_location)
+    stored = dict(ckpt.get("hyper_parameters") or {})
+    if model_config is not None:
+        class_path = model_config.get("class_path")
+        hparams = dict(model_config.get("init_args") or {})
+        source: str | Path = "the config's model section"
+    else:
+        class_path = stored.get("_class_path")
+        hparams = {k: v for k, v in stored.items() if not k.startswith("_")}
+        source = path
+    if "model" not in hparams:
+        raise CheckpointError(f"{source}: no model name in the task's hyper-parameters (is it a formers run?)")
+    cls = resolve_task_class(class_path, task_class, source)
+    hparams.setdefault("data_sizes", stored.get("data_sizes"))
+    task = cls(**hparams)
+    missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        trained_for = stored.get("model", "?")
+        raise CheckpointError(
+            f"{path}: the checkpoint was trained for model {trained_for!r} and does not fit {hparams['model']!r} "
+            f"(missing keys: {list(missing)[:5]}, unexpected keys: {list(unexpected)[:5]})"
+        )
+    return TrainedRun(task.eval(), data_state_of(ckpt), hparams, path)

@@ -1,0 +1,94 @@
+"""``formers-vision``: the vision domain's declaration (tasks, data, predict).
+
+Usage::
+
+    formers-vision fit --config pipelines/vision/<config>.yaml [--run_dir DIR] [--ckpt_path last]
+    formers-vision test --config pipelines/vision/<config>.yaml --ckpt_path <run_dir>/checkpoints/best.ckpt
+    formers-vision predict --ckpt <run_dir>/checkpoints/best.ckpt IMAGE_OR_FOLDER [...] [--out top5.tsv] [--top_k 5]
+
+``predict`` (:mod:`formers.core.predict`) rebuilds the model from the checkpoint, takes the class names and the
+evaluation transform from the data module's state stored in it, and writes ``path<TAB>label=prob ...`` (the
+``top_k`` labels) per image. An image that cannot be decoded is reported and skipped; the others are predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from formers.core.domain import Domain, TrainedRun
+from formers.core.predict import InputError, Predictor, check_finite, iter_files
+from formers.vision.data import CorruptImageError, ImageFolderDataModule, eval_transform, load_image
+from formers.vision.task import ImageClassificationTask
+
+__all__ = ["DOMAIN", "ImagePredictor", "IMAGE_SUFFIXES", "main"]
+
+# the files ImageFolder reads in training, so predict accepts exactly what a training folder may hold
+IMAGE_SUFFIXES = set(IMG_EXTENSIONS)
+
+
+@dataclass
+class ImagePredictor(Predictor):
+    """Top-k labels of images (files, or folders searched recursively for image files)."""
+
+    inputs_help: str = "image files or folders (searched recursively)"
+    out_help: str = "output TSV: path<TAB>label=prob ... (default: standard output)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--top_k", type=int, default=5, help="labels per image")
+        parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
+
+    def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
+        if options.top_k < 1 or options.batch_size < 1:
+            raise ValueError(f"--top_k and --batch_size must be >= 1, got {options.top_k} and {options.batch_size}")
+        if not {"classes", "eval_cfg"} <= set(run.data_state):
+            raise InputError(f"{run.path}: no image data state (class names, transform) in the checkpoint")
+        classes, cfg = list(run.data_state["classes"]), dict(run.data_state["eval_cfg"])
+        paths = list(iter_files(inputs, IMAGE_SUFFIXES))
+        if not paths:
+            raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+        transform, mode = eval_transform(cfg), "RGB" if cfg["input_size"][0] == 3 else "L"
+        rows: list[str] = []
+        for start in range(0, len(paths), options.batch_size):
+            images, names = [], []
+            for path in paths[start : start + options.batch_size]:
+                try:
+                    images.append(transform(load_image(path, mode)))
+                    names.append(path)
+                except CorruptImageError as err:
+                    self.report(str(err))
+            if images:
+                rows += self._top_k(run, torch.stack(images), names, classes, options.top_k)
+        text = "\n".join(rows) + "\n" if rows else ""
+        if options.out is None:
+            return text
+        Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.out).write_text(text)
+        return f"wrote {options.out} ({len(rows)} images)"
+
+    @staticmethod
+    def _top_k(run: TrainedRun, batch: torch.Tensor, paths: list[Path], classes: list[str], k: int) -> list[str]:
+        probs = check_finite(run.task(batch).softmax(dim=-1), f"predictions for {paths[0]} ...")
+        values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        rows = []
+        for path, vals, idx in zip(paths, values.tolist(), indices.tolist(), strict=True):
+            labels = (f"{classes[i] if i < len(classes) else i}={v:.4f}" for i, v in zip(idx, vals, strict=True))
+            rows.append(f"{path}\t" + " ".join(labels))
+        return rows
+
+
+DOMAIN = Domain(
+    name="vision",
+    description="formers-vision: vision transformers (T2T-ViT, PiT, CrossViT, Swin, kMaX-DeepLab).",
+    task_class=ImageClassificationTask,
+    data_class=ImageFolderDataModule,
+    predictor=ImagePredictor(),
+)
+main = DOMAIN.main
+
+if __name__ == "__main__":
+    main()
