@@ -1,6 +1,10 @@
 """Lightning callbacks of the formers training spine.
 
-:class:`MetricsJSON` writes the run's final metrics to one JSON file that a DVC stage declares under ``metrics:``.
+* :class:`MetricsJSON` writes the run's final metrics to one JSON file that a DVC stage declares under ``metrics:``.
+* :class:`RNGStateCheckpoint` stores the random-number states (torch, CUDA, numpy, Python) in every checkpoint and
+  restores them on resume, so a resumed run draws the same shuffles and dropout masks as an uninterrupted one.
+* :class:`NonFiniteGuard` stops training with :class:`NonFiniteLossError` naming the step and the likely cause as
+  soon as the training loss is NaN/inf, and before a non-finite validation metric can become ``best.ckpt``.
 """
 
 from __future__ import annotations
@@ -8,18 +12,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-__all__ = ["MetricsJSON", "flatten_metrics", "nest_metrics", "write_json_atomic"]
+__all__ = [
+    "MetricsJSON",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "RNGStateCheckpoint",
+    "flatten_metrics",
+    "nest_metrics",
+    "write_json_atomic",
+]
 
 
 class MetricsJSON(Callback):
@@ -142,3 +157,170 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ------------------------------------------------------------------------------------------------------ exact resume
+
+
+class RNGStateCheckpoint(Callback):
+    """Save the random-number states in every checkpoint and restore them when a run resumes from it.
+
+    Stored (as tensors and plain numbers, so a ``weights_only=True`` load reads them): torch's CPU generator, every
+    CUDA device's generator when CUDA is initialised, numpy's global ``RandomState`` and Python's ``random``.
+
+    They are restored as the checkpoint is loaded (``load_state_dict``). On resume Lightning runs no sanity check and
+    nothing else draws random numbers before the training loader's first ``iter()``, so the epoch after an
+    end-of-epoch ``last.ckpt`` gets the shuffle (``RandomSampler`` seeds itself from the torch generator) and dropout
+    masks of the uninterrupted run. A mid-epoch checkpoint of a loader without ``state_dict`` (Lightning restarts its
+    epoch from a fresh iterator) cannot resume exactly: the callback warns. formers writes checkpoints at epoch ends
+    only, so a run killed anywhere resumes exactly from its last complete epoch.
+
+    Under DDP, global rank zero's states are saved and every rank restores them (ranks seeded alike by
+    ``seed_everything`` start alike; rank-specific streams are not preserved).
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        version, python_state, gauss = random.getstate()
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+                "pos": int(np_state[2]),
+                "has_gauss": int(np_state[3]),
+                "cached_gaussian": float(np_state[4]),
+            },
+            "python": {"version": version, "state": list(python_state), "gauss": gauss},
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        np_state = state_dict["numpy"]
+        np.random.set_state(
+            (
+                "MT19937",
+                np_state["keys"].numpy().astype(np.uint32),
+                np_state["pos"],
+                np_state["has_gauss"],
+                np_state["cached_gaussian"],
+            )
+        )
+        python_state = state_dict["python"]
+        random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
+        cuda_states = state_dict.get("cuda")
+        if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.fit_loop.epoch_loop.restarting or trainer.num_training_batches in (0, float("inf")):
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.current.completed % trainer.num_training_batches:
+            rank_zero_warn(
+                "resumed from a mid-epoch checkpoint of a training loader without state_dict(): this epoch's batches "
+                "differ from the uninterrupted run's (resume from an end-of-epoch checkpoint for an exact resume)"
+            )
+
+
+# ------------------------------------------------------------------------------------------------- non-finite guard
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or validation metric; the message names the step and the likely cause."""
+
+
+class NonFiniteGuard(Callback):
+    """Stop training as soon as the training loss is not finite, and before a non-finite metric becomes best.ckpt.
+
+    * The loss is checked before its backward pass (``on_before_backward``), so the weights are still the last finite
+      ones when :class:`NonFiniteLossError` is raised. The message names the global step, epoch and batch and the
+      likely causes: the batch's own values (NaN/inf, or a largest magnitude far above a standardized scale), the
+      learning rate, the precision.
+    * After every validation (sanity check included), the metrics monitored by the run's ``ModelCheckpoint``
+      callbacks are checked; a NaN/inf one raises before any checkpoint of that epoch is written (Lightning runs
+      checkpoint callbacks last), so it never becomes ``best.ckpt``.
+
+    Args:
+        unscaled_threshold: a batch whose largest absolute input exceeds this is reported as unscaled.
+    """
+
+    def __init__(self, unscaled_threshold: float = 1e6) -> None:
+        self.unscaled_threshold = unscaled_threshold
+        self._batch: Any = None
+        self._batch_idx = -1
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch, self._batch_idx = batch, batch_idx
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch = None  # do not keep the batch alive between steps
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        value = loss.detach()
+        if bool(torch.isfinite(value).all()):
+            return
+        raise NonFiniteLossError(
+            f"training loss is {_describe(value)} at global step {trainer.global_step} (epoch {trainer.current_epoch}, "
+            f"batch {self._batch_idx}); training stopped before this step's update. Likely cause: "
+            f"{self._likely_causes(trainer)}"
+        )
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        monitors = sorted(
+            {cb.monitor for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)} - {None}
+        )
+        for name in monitors:
+            value = trainer.callback_metrics.get(name)
+            if value is None or bool(torch.isfinite(torch.as_tensor(value)).all()):
+                continue
+            when = (
+                "in the sanity check before training"
+                if trainer.sanity_checking
+                else (f"after epoch {trainer.current_epoch} (global step {trainer.global_step})")
+            )
+            raise NonFiniteLossError(
+                f"validation metric {name!r} is {_describe(torch.as_tensor(value))} {when}; stopped so that it never "
+                f"becomes the best checkpoint. Likely cause: {self._likely_causes(trainer, validation=True)}"
+            )
+
+    def _likely_causes(self, trainer: pl.Trainer, validation: bool = False) -> str:
+        causes = []
+        peak = None if validation else _largest_magnitude(self._batch)
+        if peak is not None and not math.isfinite(peak):
+            causes.append("the input batch itself holds NaN/inf values")
+        elif peak is not None and peak > self.unscaled_threshold:
+            causes.append(f"unscaled inputs (the batch's largest |value| is {peak:.3g}; standardize or rescale them)")
+        elif validation:
+            causes.append("unscaled or non-finite values in the validation data")
+        if trainer.optimizers:
+            causes.append(f"a learning rate too high (lr={trainer.optimizers[0].param_groups[0]['lr']:g})")
+        precision = str(trainer.precision)
+        if precision.startswith(("16", "bf16")):
+            causes.append(f"overflow in low precision (precision={precision}; try 32-true)")
+        else:
+            causes.append("an overflow in the model (values beyond float32's 3.4e38)")
+        return "; or ".join(causes)
+
+
+def _describe(value: Tensor) -> str:
+    value = value.float()
+    return "NaN" if bool(torch.isnan(value).any()) else "inf" if bool((value > 0).any()) else "-inf"
+
+
+def _largest_magnitude(batch: Any) -> float | None:
+    """The largest absolute value over the floating-point tensors of a (nested) batch; ``None`` when it has none."""
+    if isinstance(batch, Tensor):
+        return float(batch.detach().abs().max().float()) if batch.is_floating_point() and batch.numel() else None
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    peaks = [peak for peak in map(_largest_magnitude, items) if peak is not None]
+    if not peaks:
+        return None
+    return float("nan") if any(math.isnan(p) for p in peaks) else max(peaks)

@@ -9,6 +9,7 @@ Source, in order: ``--source`` (a local path, or an ``http(s)://`` URL to downlo
 ``https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/<name>.csv`` (needs internet).
 The result must parse (date column, 7 numeric channels, no NaN) and have the official row count; a file whose sha256
 is known (ETTh1, ETTh2, ETTm1, ETTm2) must match it. The data is CC BY-ND 4.0: copied unmodified, never rewritten.
+``--out`` is never the source, a folder, or an existing file other than the verified dataset: those are refused.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from formers.core.runsafety import OutputOverwriteError, refuse_overwrite
 from formers.timeseries.data import read_series
 
 __all__ = ["OFFICIAL_URL", "DATASETS", "fetch", "verify", "main"]
@@ -83,8 +85,11 @@ def fetch(name: str, out: str | Path, source: str | None = None, timeout: float 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     src = _resolve_source(name, source)
+    if not src.startswith(("http://", "https://")):
+        refuse_overwrite(out, [src])
+    _check_replaceable(out, name)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".part", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
@@ -107,6 +112,21 @@ def fetch(name: str, out: str | Path, source: str | None = None, timeout: float 
         tmp_path.unlink(missing_ok=True)
     print(f"wrote {out} ({name}, verified)")
     return out
+
+
+def _check_replaceable(out: Path, name: str) -> None:
+    """``out`` may be missing or the verified dataset itself (replaced by an identical file); nothing else."""
+    if out.is_dir():
+        raise OutputOverwriteError(f"output {out} is a folder; give the CSV file path, e.g. {out / (name + '.csv')}")
+    if not out.exists():
+        return
+    try:
+        verify(out, name)
+    except ValueError as err:
+        raise OutputOverwriteError(
+            f"output {out} exists and is not the official {name} file ({err}); refusing to replace it: choose "
+            "another --out or remove it yourself"
+        ) from err
 
 
 def main(argv: Sequence[str] | None = None) -> None:

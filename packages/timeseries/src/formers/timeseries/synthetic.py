@@ -9,16 +9,24 @@ so past loads help to forecast it (cross-channel coupling).
 Write it from the command line (the ``ts_data`` stage of ``dvc.yaml``)::
 
     python -m formers.timeseries.synthetic --out data/timeseries/synthetic.csv --rows 8760 --seed 0
+
+``--out`` may be a new file or one this generator wrote (its header ``date,load_0,...,OT``); any other file or a
+folder is refused, never replaced. The file is written next to ``--out`` and renamed, so it is never partial.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from formers.core.runsafety import OutputOverwriteError
 
 __all__ = ["make_synthetic_series", "write_synthetic_csv", "main"]
 
@@ -88,12 +96,43 @@ def make_synthetic_series(
     return frame
 
 
+_GENERATED_HEADER = re.compile(r"date(,load_\d+)+,OT")
+
+
 def write_synthetic_csv(path: str | Path, **kwargs) -> Path:
-    """Write :func:`make_synthetic_series` ``(**kwargs)`` to ``path`` (parent folders created); returns the path."""
+    """Write :func:`make_synthetic_series` ``(**kwargs)`` to ``path`` (parent folders created); returns the path.
+
+    Raises:
+        OutputOverwriteError: ``path`` is a folder, or a file this generator did not write (judged by its header).
+    """
     path = Path(path)
+    _check_replaceable(path)
+    frame = make_synthetic_series(**kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_synthetic_series(**kwargs).to_csv(path, index=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            frame.to_csv(f, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.is_dir():
+        raise OutputOverwriteError(f"output {path} is a folder; give a CSV file path")
+    if not path.exists():
+        return
+    with path.open("rb") as f:
+        header = f.readline(4096).decode("utf-8", errors="replace").strip()
+    if not _GENERATED_HEADER.fullmatch(header):
+        raise OutputOverwriteError(
+            f"output {path} exists and was not written by this generator (its header is {header[:80]!r}, not "
+            "'date,load_0,...,OT'): refusing to replace it; choose another --out or remove it yourself"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -107,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", default="2020-01-01 00:00:00", help="first timestamp")
     args = parser.parse_args(argv)
-    path = write_synthetic_csv(args.out, rows=args.rows, channels=args.channels, seed=args.seed, start=args.start)
+    try:
+        path = write_synthetic_csv(args.out, rows=args.rows, channels=args.channels, seed=args.seed, start=args.start)
+    except ValueError as err:  # OutputOverwriteError and bad sizes
+        parser.exit(1, f"error: {err}\n")
     print(f"wrote {path} ({args.rows} rows, {args.channels + 1} channels)")
 
 

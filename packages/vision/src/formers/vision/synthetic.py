@@ -9,6 +9,10 @@ The output is a torchvision ImageFolder tree (PNG files)::
 
     <out>/train/<class>/00000.png ...
     <out>/test/<class>/00000.png ...
+    <out>/.formers-generated             marker: this folder may be replaced by the next generation
+
+``--out`` must be missing, empty, or a folder this generator made (it carries the marker): any other folder is
+refused, never deleted.
 
 Command line (the ``vision_data`` DVC stage)::
 
@@ -20,15 +24,17 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from formers.core.runsafety import claim_output_dir
 
 __all__ = ["SHAPES", "render_shape", "write_shapes_dataset", "main"]
 
 SHAPES = ("circle", "square", "triangle", "star", "pentagon", "hexagon", "cross", "diamond")
 _SUPERSAMPLE = 4
+GENERATOR = "formers.vision.synthetic"
 
 
 def _polygon(cx: float, cy: float, radius: float, sides: int, angle: float) -> list[tuple[float, float]]:
@@ -111,12 +117,15 @@ def write_shapes_dataset(
     seed: int = 0,
     classes: tuple[str, ...] = SHAPES,
 ) -> Path:
-    """Write the ImageFolder tree ``out/{train,test}/<class>/*.png``, replacing an existing ``out``; returns ``out``."""
+    """Write the ImageFolder tree ``out/{train,test}/<class>/*.png``; returns ``out``.
+
+    Raises:
+        OutputOverwriteError: ``out`` is a file, or a non-empty folder this generator did not make (its contents are
+            left alone); a folder it made earlier is replaced.
+    """
     if train_per_class < 1 or test_per_class < 1:
         raise ValueError(f"need at least one image per class and split, got {train_per_class} / {test_per_class}")
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    out = claim_output_dir(out, GENERATOR)
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         for label, shape in enumerate(classes):
             folder = out / split / shape
@@ -129,19 +138,26 @@ def write_shapes_dataset(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Render the synthetic shapes dataset as an ImageFolder tree.")
-    parser.add_argument("--out", default="data/vision/shapes", help="output folder (replaced)")
+    parser.add_argument(
+        "--out",
+        default="data/vision/shapes",
+        help="output folder: missing, empty, or made by this generator (replaced)",
+    )
     parser.add_argument("--train-per-class", type=int, default=400)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = write_shapes_dataset(
-        args.out,
-        train_per_class=args.train_per_class,
-        test_per_class=args.test_per_class,
-        size=args.size,
-        seed=args.seed,
-    )
+    try:
+        out = write_shapes_dataset(
+            args.out,
+            train_per_class=args.train_per_class,
+            test_per_class=args.test_per_class,
+            size=args.size,
+            seed=args.seed,
+        )
+    except ValueError as err:  # OutputOverwriteError included
+        parser.exit(1, f"error: {err}\n")
     print(f"wrote {len(SHAPES)} classes x ({args.train_per_class} train + {args.test_per_class} test) to {out}")
 
 

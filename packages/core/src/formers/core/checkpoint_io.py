@@ -1,0 +1,202 @@
+"""Checkpoint files that survive a kill, and load errors that name the file.
+
+* :class:`AtomicCheckpointIO` (a Lightning ``CheckpointIO`` plugin) writes every checkpoint to a temporary file in
+  the checkpoint's own folder, flushes and fsyncs it, renames it over the target (``os.replace``) and fsyncs the
+  folder. Lightning 2.6's ``TorchCheckpointIO`` goes through ``fsspec``'s transaction instead, whose local file is a
+  ``tempfile.mkstemp()`` in ``$TMPDIR``: when that is another filesystem, the final ``shutil.move`` is a copy, and a
+  kill during the copy leaves a truncated ``last.ckpt`` ("failed finding central directory"). Here a kill at any point
+  leaves the old or the new file, complete.
+* :func:`load_checkpoint_file` loads a training checkpoint with ``weights_only=True`` by default and turns every
+  failure (missing, truncated, not a checkpoint, pickled objects) into one :class:`CheckpointLoadError` naming the
+  file. :class:`AtomicCheckpointIO` loads through it, so ``--ckpt_path`` errors name the file too.
+* :func:`checkpoint_model_mismatch` says in one sentence which model a checkpoint was trained for when it is not the
+  requested one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointLoadError",
+    "checkpoint_model_mismatch",
+    "load_checkpoint_file",
+    "save_atomic",
+]
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+_PICKLE_PREFIX = b"\x80"  # the legacy format starts with a pickle protocol opcode
+_TRUNCATION_MESSAGES = ("failed finding central directory", "failed reading zip archive", "file read failed")
+
+
+class CheckpointLoadError(ValueError):
+    """A checkpoint file that cannot be loaded; the message names the file and the reason."""
+
+
+def save_atomic(checkpoint: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save(checkpoint)`` to ``path`` through a temporary file in the same folder, fsync and ``os.replace``.
+
+    The folder is fsynced after the rename, so after a crash of the machine the directory entry points to the old or
+    the new file, never to a partial one. The temporary file is removed when the write fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is as readable as Lightning's
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory handles: the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint_file(
+    path: str | os.PathLike[str], map_location: Any = "cpu", weights_only: bool = True
+) -> dict[str, Any]:
+    """Load a checkpoint file, raising :class:`CheckpointLoadError` with the path for every kind of bad file.
+
+    Args:
+        path: the checkpoint file.
+        map_location: as ``torch.load``.
+        weights_only: ``True`` (default) loads tensors and plain containers only: no pickled code runs.
+
+    Raises:
+        CheckpointLoadError: missing file, a folder, an empty or truncated file, a file that is not a PyTorch
+            checkpoint, a checkpoint holding pickled objects (with ``weights_only``), or one that is not a dict.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointLoadError(f"checkpoint {path} is empty (0 bytes): an interrupted write? Use an earlier one")
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_PREFIX)):
+        raise CheckpointLoadError(
+            f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a pickle"
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as err:
+        raise CheckpointLoadError(_unpickling_message(path, err, weights_only)) from err
+    except (EOFError, RuntimeError, OSError) as err:
+        if _is_truncation(err):
+            raise CheckpointLoadError(
+                f"checkpoint {path} is truncated ({size_text(path)}; {_first_line(err)}): it was not written to the "
+                "end, e.g. a run killed while saving. Resume from an earlier checkpoint"
+            ) from err
+        raise CheckpointLoadError(f"cannot load checkpoint {path}: {_first_line(err)}") from err
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointLoadError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    return dict(checkpoint)
+
+
+def _check_is_file(path: Path) -> None:
+    if path.is_dir():
+        raise CheckpointLoadError(f"checkpoint path {path} is a folder, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointLoadError(f"checkpoint file not found: {path}")
+
+
+def _is_truncation(err: BaseException) -> bool:
+    if isinstance(err, EOFError):
+        return True
+    if isinstance(err, OSError) and err.errno == errno.EINVAL:  # seek past the end of a short file
+        return True
+    return any(message in str(err) for message in _TRUNCATION_MESSAGES)
+
+
+def _unpickling_message(path: Path, err: pickle.UnpicklingError, weights_only: bool) -> str:
+    if weights_only:
+        return (
+            f"checkpoint {path} holds pickled Python objects that a safe load (weights_only=True) refuses: it was not "
+            f"written by formers, or by code that stored objects instead of tensors ({_first_line(err)})"
+        )
+    return f"checkpoint {path} is not a readable pickle: {_first_line(err)}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def size_text(path: Path) -> str:
+    """``"1234 bytes"`` (for messages)."""
+    return f"{path.stat().st_size} bytes"
+
+
+def checkpoint_model_mismatch(
+    checkpoint: Mapping[str, Any], requested: Mapping[str, Any], path: str | os.PathLike[str], keys: tuple = ("model",)
+) -> str | None:
+    """One sentence saying what the checkpoint was trained for when its hyper-parameters differ from ``requested``.
+
+    Args:
+        checkpoint: the loaded checkpoint (its ``hyper_parameters``, as ``save_hyperparameters`` stores them).
+        requested: the hyper-parameters of the model asked for (e.g. the task's ``hparams``).
+        path: the checkpoint file (named in the sentence).
+        keys: the hyper-parameters that define "the model" (default: the registry name ``model``); a key missing on
+            either side is not compared.
+
+    Returns:
+        ``None`` when they agree, else e.g. ``"checkpoint runs/a/best.ckpt was trained for model='pit_ti' but
+        model='swin_t' was requested"``.
+    """
+    stored = checkpoint.get("hyper_parameters") or {}
+    differing = [key for key in keys if key in stored and key in requested and stored[key] != requested[key]]
+    if not differing:
+        return None
+    trained = ", ".join(f"{key}={stored[key]!r}" for key in differing)
+    wanted = ", ".join(f"{key}={requested[key]!r}" for key in differing)
+    return f"checkpoint {path} was trained for {trained} but {wanted} was requested"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that writes checkpoints atomically next to their target and names the file on load errors.
+
+    Wire it as a Trainer plugin (``Trainer(plugins=[AtomicCheckpointIO()])``); remote paths (``s3://`` ...) keep
+    Lightning's own writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        save_atomic(checkpoint, path)
+
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: Callable | None = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only)
+        return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only is not False)
