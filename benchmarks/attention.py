@@ -309,7 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtypes", type=_csv_list(tuple(DTYPES)), default=list(DTYPES))
     p.add_argument("--cases", type=_csv_list(CASES), default=list(CASES))
     p.add_argument("--modes", type=_csv_list(MODES), default=list(MODES))
-    p.add_argument("--backends", type=_csv_list(), default=None, help="default: available_backends()")
+    p.add_argument("--backends", type=_csv_list(), default=None, help="default: available_backends(dense=True)")
     p.add_argument("--device", type=torch.device, default=torch.device("cpu"))
     p.add_argument("--metrics-json", type=Path, default=None, help="nested metrics JSON (DVC metrics)")
     p.add_argument("--plot-tsv", type=Path, default=None, help="one row per candidate (DVC plots)")
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     """Run the benchmark, print the table, write the requested reports; returns the metrics dict."""
     args = parse_args(argv)
     threads = pin_threads(args.threads)
-    args.backends = args.backends if args.backends is not None else available_backends()
+    args.backends = args.backends if args.backends is not None else available_backends(dense=True)
     load_start = load_average()
     rows, refused = [], {}
     for dtype in args.dtypes:

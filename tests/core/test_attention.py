@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 
+from core.backend_spy import spy_backends
 from formers.core.attention import (
     BackendUnavailableError,
     attention,
@@ -21,9 +22,8 @@ from formers.core.attention import (
     mask_to_bias,
     use_backend,
 )
-from formers.core.attention import backends as backends_mod
 
-ALL_BACKENDS = [info.name for info in list_backends()]
+ALL_BACKENDS = [info.name for info in list_backends() if info.dense]
 FAST_BACKENDS = [name for name in ALL_BACKENDS if name != "reference"]
 
 
@@ -223,15 +223,7 @@ def test_dropout_changes_the_output_in_training(backend):
 @pytest.fixture
 def calls(monkeypatch):
     """Record which backend's kernel each ``attention`` call reaches."""
-    seen: list[str] = []
-    for backend in backends_mod.all_backends():
-
-        def spy(*args, _name=backend.name, _kernel=backend.kernel):
-            seen.append(_name)
-            return _kernel(*args)
-
-        monkeypatch.setitem(backends_mod._BACKENDS, backend.name, dataclasses.replace(backend, kernel=spy))
-    return seen
+    return spy_backends(monkeypatch)
 
 
 def test_auto_picks_sdpa_on_cpu(calls):
@@ -258,7 +250,7 @@ def test_forcing_xformers_on_cpu_says_why():
     with pytest.raises(BackendUnavailableError, match="xformers") as err:
         attention(q, k, v, backend="xformers")
     assert "CUDA" in str(err.value) or "not installed" in str(err.value)
-    with use_backend("xformers"), pytest.raises(BackendUnavailableError, match="cannot serve this call"):
+    with use_backend("xformers"), pytest.raises(BackendUnavailableError, match="cannot serve this dense call"):
         attention(q, k, v)
 
 
@@ -407,15 +399,7 @@ def test_cpu_matmul_matches_reference_when_training_a_bias(masks):
 
 
 def test_auto_picks_cpu_matmul_only_for_training_with_a_learned_bias(monkeypatch):
-    seen = []
-    for name in ("sdpa", "cpu_matmul"):
-        impl = backends_mod.get_backend(name)
-
-        def spy(*args, _name=name, _kernel=impl.kernel):
-            seen.append(_name)
-            return _kernel(*args)
-
-        monkeypatch.setitem(backends_mod._BACKENDS, name, dataclasses.replace(impl, kernel=spy))
+    seen = spy_backends(monkeypatch, ["sdpa", "cpu_matmul"])
     q = torch.randn(2, 3, 5, 8, requires_grad=True)
     learned, fixed = torch.zeros(3, 5, 5, requires_grad=True), torch.zeros(3, 5, 5)
     attention(q, q, q, attn_bias=learned)  # training a bias: SDPA would run unfused

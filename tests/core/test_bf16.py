@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from _bench import benchmark_module
+from core.backend_spy import spy_backends
 from formers.core.attention import attention
-from formers.core.attention import backends as backends_mod
 from formers.core.layers import TransformerBlock
-from formers.core.varlen import VARLEN_BACKENDS, cu_seqlens_from_lengths, varlen_attention
+from formers.core.varlen import cu_seqlens_from_lengths, varlen_attention
 from formers.kernels.reference import reference_attention
 
 BF16 = torch.bfloat16
@@ -126,22 +125,7 @@ def test_cpu_bf16_refuses_what_it_cannot_serve() -> None:
 
 @pytest.fixture
 def picks(monkeypatch):
-    seen: list[str] = []
-    for backend in backends_mod.all_backends():
-
-        def spy(*args, _name=backend.name, _kernel=backend.kernel):
-            seen.append(_name)
-            return _kernel(*args)
-
-        monkeypatch.setitem(backends_mod._BACKENDS, backend.name, dataclasses.replace(backend, kernel=spy))
-    for name, impl in list(VARLEN_BACKENDS.items()):
-
-        def vspy(*args, _name=name, _kernel=impl.kernel, **kwargs):
-            seen.append(f"varlen:{_name}")
-            return _kernel(*args, **kwargs)
-
-        monkeypatch.setitem(VARLEN_BACKENDS, name, dataclasses.replace(impl, kernel=vspy))
-    return seen
+    return spy_backends(monkeypatch)
 
 
 def test_auto_uses_cpu_bf16_for_bf16_training_only(picks) -> None:
@@ -156,7 +140,7 @@ def test_auto_uses_cpu_bf16_for_bf16_training_only(picks) -> None:
             block(packed, cu_seqlens=cu)
     block(x)
     block(packed, cu_seqlens=cu)
-    assert picks == ["cpu_bf16", "varlen:cpu_bf16", "sdpa", "varlen:sdpa_loop", "sdpa", "varlen:sdpa_loop"]
+    assert picks == ["cpu_bf16", "varlen:cpu_bf16", "sdpa", "varlen:sdpa", "sdpa", "varlen:sdpa"]
 
 
 # ------------------------------------------------------------------------------------------------ loss curves

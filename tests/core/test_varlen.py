@@ -14,12 +14,19 @@ import pytest
 import torch
 
 from _bench import benchmark_module
-from formers.core.attention import BackendUnavailableError, attention, get_backend, register_backend, use_backend
+from core.backend_spy import spy_backends
+from formers.core.attention import (
+    BackendUnavailableError,
+    attention,
+    backend_names,
+    get_backend,
+    register_backend,
+    use_backend,
+)
 from formers.core.attention import backends as backends_mod
 from formers.core.layers import TransformerBlock
 from formers.core.models.encoder import TransformerEncoder
 from formers.core.varlen import (
-    VARLEN_BACKENDS,
     PackedBatch,
     cu_seqlens_from_lengths,
     lengths_from_cu_seqlens,
@@ -28,8 +35,8 @@ from formers.core.varlen import (
     varlen_attention,
 )
 
-CPU_BACKENDS = ["reference", "sdpa_loop", "sdpa_blockmask", "nested"]
-FAST_BACKENDS = [name for name in CPU_BACKENDS if name != "reference"]
+CPU_BACKENDS = ["reference", "sdpa", "sdpa_loop", "sdpa_blockmask", "nested"]
+FAST_BACKENDS = [*(name for name in CPU_BACKENDS if name != "reference"), "cpu_matmul"]  # cpu_matmul: training only
 LENGTHS = {"mixed": [5, 1, 9, 3], "ones": [1, 1, 1], "single": [7]}
 H, D = 2, 8
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -171,7 +178,7 @@ def test_auto_matches_reference_and_picks_cpu_path() -> None:
     q, k, v = packed_qkv(lengths)
     cu = cu_seqlens_from_lengths(lengths).long()  # int64 offsets are accepted too
     torch.testing.assert_close(varlen_attention(q, k, v, cu), varlen_attention(q, k, v, cu, backend="reference"), **TOL)
-    assert set(CPU_BACKENDS) | {"xformers", "sdpa"} <= set(VARLEN_BACKENDS)
+    assert set(CPU_BACKENDS) | {"xformers", "triton", "cpu_bf16", "cpu_matmul"} <= set(backend_names(varlen=True))
 
 
 # ------------------------------------------------------------------------------------------------------- dispatch
@@ -179,16 +186,8 @@ def test_auto_matches_reference_and_picks_cpu_path() -> None:
 
 @pytest.fixture
 def varlen_calls(monkeypatch):
-    """Record which varlen backend entry each packed attention call reaches."""
-    seen: list[str] = []
-    for name, impl in list(VARLEN_BACKENDS.items()):
-
-        def spy(*args, _name=name, _kernel=impl.kernel, **kwargs):
-            seen.append(_name)
-            return _kernel(*args, **kwargs)
-
-        monkeypatch.setitem(VARLEN_BACKENDS, name, dataclasses.replace(impl, kernel=spy))
-    return seen
+    """Record which backend's varlen kernel each packed attention call reaches."""
+    return spy_backends(monkeypatch)
 
 
 def test_use_backend_reaches_packed_path(varlen_calls) -> None:
@@ -200,7 +199,7 @@ def test_use_backend_reaches_packed_path(varlen_calls) -> None:
         varlen_attention(q, k, v, cu, backend="sdpa_blockmask")  # explicit wins over the context
     with use_backend("sdpa"):
         varlen_attention(q, k, v, cu)
-    assert varlen_calls == ["sdpa_loop", "reference", "sdpa_blockmask", "sdpa"]
+    assert varlen_calls == ["varlen:sdpa", "varlen:reference", "varlen:sdpa_blockmask", "varlen:sdpa"]
 
 
 def test_use_backend_and_backend_arg_reach_packed_layers(varlen_calls) -> None:
@@ -209,18 +208,18 @@ def test_use_backend_and_backend_arg_reach_packed_layers(varlen_calls) -> None:
     encoder = TransformerEncoder(16, 2, 2)
     with use_backend("reference"):
         encoder(x, cu_seqlens=cu)
-    assert varlen_calls == ["reference", "reference"]
+    assert varlen_calls == ["varlen:reference", "varlen:reference"]
     varlen_calls.clear()
-    TransformerEncoder(16, 1, 2, backend="sdpa")(x, cu_seqlens=cu)  # MHA passes its backend name through
-    assert varlen_calls == ["sdpa"]
+    TransformerEncoder(16, 1, 2, backend="sdpa_blockmask")(x, cu_seqlens=cu)  # MHA passes its backend name through
+    assert varlen_calls == ["varlen:sdpa_blockmask"]
 
 
 def test_forced_backend_that_cannot_serve_packed_call_says_why() -> None:
     q, k, v = packed_qkv([3])
     cu = cu_seqlens_from_lengths([3])
-    with use_backend("xformers"), pytest.raises(BackendUnavailableError, match="varlen backend 'xformers'.*CUDA"):
+    with use_backend("xformers"), pytest.raises(BackendUnavailableError, match="backend 'xformers'.*packed.*CUDA"):
         varlen_attention(q, k, v, cu)
-    spare = dataclasses.replace(get_backend("sdpa"), name="dense_only")
+    spare = dataclasses.replace(get_backend("sdpa"), name="dense_only", varlen_kernel=None)
     register_backend(spare)
     try:
         with use_backend("dense_only"), pytest.raises(BackendUnavailableError, match="'dense_only'.*no varlen kernel"):
@@ -234,11 +233,13 @@ def test_forced_backend_that_cannot_serve_packed_call_says_why() -> None:
 
 def test_forcing_xformers_on_cpu_raises_with_reason() -> None:
     q, k, v = packed_qkv([3])
-    with pytest.raises(BackendUnavailableError, match="varlen backend 'xformers' cannot serve.*(CUDA|cuda|xformers)"):
+    with pytest.raises(
+        BackendUnavailableError, match="backend 'xformers' cannot serve this packed.*(CUDA|cuda|xformers)"
+    ):
         varlen_attention(q, k, v, cu_seqlens_from_lengths([3]), backend="xformers")
     with pytest.raises(BackendUnavailableError, match="causal"):
         varlen_attention(q, k, v, cu_seqlens_from_lengths([3]), causal=True, backend="nested")
-    with pytest.raises(ValueError, match="unknown varlen backend"):
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
         varlen_attention(q, k, v, cu_seqlens_from_lengths([3]), backend="flash")
 
 

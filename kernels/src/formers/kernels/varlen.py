@@ -6,11 +6,7 @@ is ``q[cu_seqlens_q[i]:cu_seqlens_q[i + 1]]`` and attends only to ``k[cu_seqlens
 block-diagonal attention pattern). ``causal`` applies within each sequence, bottom-right aligned as in
 :mod:`formers.kernels.masks`; a query that sees no key returns zeros.
 
-Shapes (every kernel):
-    - q: ``(total_q, heads, head_dim)``
-    - k: ``(total_k, heads, head_dim)``; v: ``(total_k, heads, head_dim_v)``
-    - cu_seqlens_q, cu_seqlens_k: integer ``(batch + 1,)``
-    - output: ``(total_q, heads, head_dim_v)``
+Every kernel here is a :class:`~formers.kernels.protocols.VarlenKernel` (shapes there).
 
 Kernels do not validate their inputs; :func:`formers.core.varlen.varlen_attention` does.
 """
@@ -24,13 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from formers.kernels.matmul import matmul_attention
+from formers.kernels.protocols import DenseKernel, VarlenKernel
 from formers.kernels.reference import reference_attention
 from formers.kernels.sdpa import sdpa_attention
 
 __all__ = [
     "varlen_reference_attention",
     "varlen_sdpa_loop_attention",
-    "varlen_bf16_matmul_attention",
+    "varlen_matmul_attention",
+    "per_sequence",
     "varlen_sdpa_blockmask_attention",
     "varlen_nested_attention",
     "varlen_xformers_attention",
@@ -64,71 +62,44 @@ def _per_sequence(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, k
     return torch.cat(outs, dim=0)
 
 
-def varlen_reference_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    cu_seqlens_q: Tensor,
-    cu_seqlens_k: Tensor,
-    causal: bool = False,
-    scale: float | None = None,
-    dropout_p: float = 0.0,
-) -> Tensor:
-    """The oracle: plain-math :func:`~formers.kernels.reference.reference_attention` on each sequence in turn.
+def per_sequence(kernel: DenseKernel, name: str, doc: str) -> VarlenKernel:
+    """A varlen kernel that runs the dense ``kernel`` on each packed sequence in turn (see :func:`_per_sequence`)."""
 
-    Shapes:
-        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
-        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
-        - output: ``(total_q, heads, head_dim_v)``
-    """
-    return _per_sequence(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, reference_attention, causal=causal, scale=scale, dropout_p=dropout_p
-    )
+    def varlen_kernel(
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cu_seqlens_q: Tensor,
+        cu_seqlens_k: Tensor,
+        causal: bool = False,
+        scale: float | None = None,
+        dropout_p: float = 0.0,
+    ) -> Tensor:
+        return _per_sequence(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, kernel, causal=causal, scale=scale, dropout_p=dropout_p
+        )
 
-
-def varlen_sdpa_loop_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    cu_seqlens_q: Tensor,
-    cu_seqlens_k: Tensor,
-    causal: bool = False,
-    scale: float | None = None,
-    dropout_p: float = 0.0,
-) -> Tensor:
-    """One fused SDPA call per sequence (no mask tensor; work ``sum(len_q * len_k)``). Fastest measured on CPU.
-
-    Shapes:
-        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
-        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
-        - output: ``(total_q, heads, head_dim_v)``
-    """
-    return _per_sequence(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, sdpa_attention, causal=causal, scale=scale, dropout_p=dropout_p
-    )
+    varlen_kernel.__name__ = varlen_kernel.__qualname__ = name
+    varlen_kernel.__doc__ = doc
+    return varlen_kernel
 
 
-def varlen_bf16_matmul_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    cu_seqlens_q: Tensor,
-    cu_seqlens_k: Tensor,
-    causal: bool = False,
-    scale: float | None = None,
-    dropout_p: float = 0.0,
-) -> Tensor:
-    """:func:`~formers.kernels.matmul.matmul_attention` per sequence: CPU bf16 training (bf16 matmuls, fp32
-    softmax statistics), faster than SDPA's bf16 backward on CPU. No dropout.
-
-    Shapes:
-        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
-        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
-        - output: ``(total_q, heads, head_dim_v)``
-    """
-    return _per_sequence(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, matmul_attention, causal=causal, scale=scale, dropout_p=dropout_p
-    )
+varlen_reference_attention = per_sequence(
+    reference_attention,
+    "varlen_reference_attention",
+    "The oracle: plain-math :func:`~formers.kernels.reference.reference_attention` on each sequence in turn.",
+)
+varlen_sdpa_loop_attention = per_sequence(
+    sdpa_attention,
+    "varlen_sdpa_loop_attention",
+    "One fused SDPA call per sequence (no mask tensor; work ``sum(len_q * len_k)``). Fastest measured on CPU.",
+)
+varlen_matmul_attention = per_sequence(
+    matmul_attention,
+    "varlen_matmul_attention",
+    ":func:`~formers.kernels.matmul.matmul_attention` per sequence (explicit backward; CPU bf16 training, where "
+    "bf16 matmuls with fp32 softmax statistics beat SDPA's bf16 backward). No dropout.",
+)
 
 
 def _positions(cu_seqlens: Tensor, total: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -171,10 +142,7 @@ def varlen_sdpa_blockmask_attention(
 ) -> Tensor:
     """One SDPA call over the whole packed batch with a dense block-diagonal mask (work ``total_q * total_k``).
 
-    Shapes:
-        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
-        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
-        - output: ``(total_q, heads, head_dim_v)``
+    A :class:`~formers.kernels.protocols.VarlenKernel`.
     """
     keep = block_diagonal_keep_mask(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], causal)
     bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, float("-inf"))
@@ -202,10 +170,7 @@ def varlen_nested_attention(
 ) -> Tensor:
     """SDPA on nested jagged tensors (``torch.nested``, ``layout=torch.jagged``); no causal, non-empty sequences.
 
-    Shapes:
-        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
-        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
-        - output: ``(total_q, heads, head_dim_v)``
+    A :class:`~formers.kernels.protocols.VarlenKernel`.
     """
     if causal:
         raise NotImplementedError("varlen_nested_attention: causal is not supported by jagged SDPA")
@@ -231,10 +196,7 @@ def varlen_xformers_attention(
 ) -> Tensor:  # pragma: no cover - CUDA only; xformers has no CPU kernels
     """xformers' ``memory_efficient_attention`` with a ``BlockDiagonalMask``. CUDA only (untested on CPU machines).
 
-    Shapes:
-        - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
-        - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
-        - output: ``(total_q, heads, head_dim_v)``
+    A :class:`~formers.kernels.protocols.VarlenKernel`.
     """
     from xformers.ops import fmha
 

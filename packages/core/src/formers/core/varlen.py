@@ -6,43 +6,25 @@ offsets of length ``batch + 1`` starting at 0 (FlashAttention's varlen layout). 
 the packed tokens unchanged; attention runs through :func:`varlen_attention`, where each sequence attends only to
 itself.
 
-Backends of :func:`varlen_attention` (``backend=``):
-
-* ``"reference"``: plain math per sequence, the test oracle (any device).
-* ``"sdpa_loop"`` (alias ``"sdpa"``): one fused SDPA call per sequence (any device); ``auto`` picks it on CPU: fastest
-  measured at every size tried, forward and backward (``benchmarks/varlen.py``).
-* ``"sdpa_blockmask"``: one SDPA call over the packed batch with a dense ``(total_q, total_k)`` block-diagonal mask
-  (any device; memory ``O(total²)``); 3-4x slower than the loop on CPU, kept as a second implementation.
-* ``"nested"``: SDPA on ``torch.nested`` jagged tensors (no causal); 4-10x slower than the loop on CPU in torch 2.10.
-* ``"xformers"``: xformers ``BlockDiagonalMask`` + ``memory_efficient_attention``, CUDA only; ``auto`` on CUDA.
-* ``"cpu_bf16"``: bf16 matmuls with fp32 softmax statistics per sequence (:mod:`formers.kernels.matmul`);
-  ``auto`` for bf16 training on CPU (SDPA's bf16 backward is slower than its fp32 one there); no dropout.
-* ``"triton"``: the fused Triton kernel over ``cu_seqlens`` (:mod:`formers.kernels.triton.attention`), CUDA (CPU
-  only under ``TRITON_INTERPRET=1``); ``auto`` on CUDA when xformers cannot serve the call; no dropout.
+Backends: those of :mod:`formers.core.attention.backends` that have a varlen kernel (``python -m
+formers.core.attention`` lists them): the same names as for dense calls (``"reference"``, ``"sdpa"`` - one fused SDPA
+call per sequence, ``auto`` on CPU -, ``"xformers"`` and ``"triton"`` - ``auto`` on CUDA -, ``"cpu_bf16"`` - ``auto``
+for bf16 training on CPU -, ``"cpu_matmul"``) plus the packed-only ``"sdpa_loop"`` (the kernel of ``"sdpa"``),
+``"sdpa_blockmask"`` and ``"nested"``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from formers.core.attention import BackendUnavailableError, forced_backend
+from formers.core.attention import AttentionCall, forced_backend
+from formers.core.attention.api import check_attention_sizes
+from formers.core.attention.backends import resolve_backend
 from formers.kernels.masks import check_key_padding_mask
-from formers.kernels.triton import triton_device_reason, triton_unavailable_reason
-from formers.kernels.varlen import (
-    varlen_bf16_matmul_attention,
-    varlen_nested_attention,
-    varlen_reference_attention,
-    varlen_sdpa_blockmask_attention,
-    varlen_sdpa_loop_attention,
-    varlen_xformers_attention,
-)
-from formers.kernels.xformers_ops import xformers_unavailable_reason
 
 __all__ = [
     "PackedBatch",
@@ -51,8 +33,6 @@ __all__ = [
     "cu_seqlens_from_lengths",
     "lengths_from_cu_seqlens",
     "varlen_attention",
-    "VARLEN_BACKENDS",
-    "varlen_backend_unavailable",
 ]
 
 
@@ -160,117 +140,6 @@ def unpack(packed: Tensor, indices: Tensor, batch: int, seq_len: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------------- dispatch
 
 
-@dataclass(frozen=True)
-class _VarlenBackend:
-    """A varlen kernel, the devices ``auto`` may use it on, and why it cannot serve a call (``None``: it can)."""
-
-    kernel: Callable[..., Tensor]
-    devices: tuple[str, ...]  # informational: where the kernel is meant to run
-    refuses: Callable[[Tensor, bool, float], str | None] = lambda q, causal, dropout_p: None  # call-level
-    unavailable: Callable[[], str | None] = lambda: None  # machine-level (library missing, no CUDA...)
-    description: str = ""
-
-    def refusal(self, q: Tensor, causal: bool, dropout_p: float = 0.0) -> str | None:
-        return self.unavailable() or self.refuses(q, causal, dropout_p)
-
-
-def _nested_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
-    return "jagged-tensor SDPA has no causal mode here" if causal else None
-
-
-def _xformers_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
-    if q.device.type != "cuda":
-        return f"xformers runs on CUDA tensors only, got {q.device.type}"
-    return None
-
-
-_SDPA_LOOP = _VarlenBackend(
-    varlen_sdpa_loop_attention, ("cpu", "cuda", "mps"), description="one fused SDPA call per sequence"
-)
-
-# Every dense backend of formers.core.attention has an entry under its own name, so that MultiHeadAttention(backend=)
-# and use_backend() reach the packed path too: "sdpa" is the per-sequence SDPA loop.
-VARLEN_BACKENDS: dict[str, _VarlenBackend] = {
-    "reference": _VarlenBackend(varlen_reference_attention, (), description="plain math per sequence (the oracle)"),
-    "sdpa": dataclasses.replace(_SDPA_LOOP, description="alias of sdpa_loop (the varlen path of backend='sdpa')"),
-    "sdpa_loop": _SDPA_LOOP,
-    "sdpa_blockmask": _VarlenBackend(
-        varlen_sdpa_blockmask_attention, ("cpu", "mps"), description="one SDPA call, dense block-diagonal mask"
-    ),
-    "nested": _VarlenBackend(
-        varlen_nested_attention, (), _nested_refuses, description="SDPA on torch.nested jagged tensors (no causal)"
-    ),
-    "xformers": _VarlenBackend(
-        varlen_xformers_attention,
-        ("cuda",),
-        _xformers_refuses,
-        xformers_unavailable_reason,
-        "xformers BlockDiagonalMask + memory_efficient_attention (CUDA)",
-    ),
-}
-
-
-def _triton_varlen(q, k, v, cu_q, cu_k, *, causal=False, scale=None, dropout_p=0.0) -> Tensor:
-    from formers.kernels.triton.attention import triton_varlen_attention  # imports triton on first use only
-
-    return triton_varlen_attention(q, k, v, cu_q, cu_k, causal=causal, scale=scale, dropout_p=dropout_p)
-
-
-def _triton_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
-    reason = triton_device_reason(q.device)
-    if reason is not None:
-        return reason
-    if dropout_p > 0.0:
-        return "the Triton kernel has no attention dropout (use sdpa_loop, or dropout_p=0)"
-    if q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        return f"the Triton kernel takes float32/bfloat16/float16, got {q.dtype}"
-    return None
-
-
-VARLEN_BACKENDS["triton"] = _VarlenBackend(
-    _triton_varlen,
-    ("cuda",),
-    _triton_refuses,
-    triton_unavailable_reason,
-    "fused Triton kernel over cu_seqlens (no per-sequence loop, no mask tensor) - CUDA",
-)
-
-
-def _cpu_bf16_refuses(q: Tensor, causal: bool, dropout_p: float) -> str | None:
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
-        return f"cpu_bf16 takes bfloat16 CPU tensors, got {q.dtype} on {q.device.type}"
-    if dropout_p > 0.0:
-        return "cpu_bf16 has no attention dropout (use sdpa_loop, or dropout_p=0)"
-    return None
-
-
-VARLEN_BACKENDS["cpu_bf16"] = _VarlenBackend(
-    varlen_bf16_matmul_attention,
-    ("cpu",),
-    _cpu_bf16_refuses,
-    description="bf16 matmuls + fp32 softmax per sequence (CPU bf16 training: SDPA's bf16 backward is slow on CPU)",
-)
-
-
-def varlen_backend_unavailable(name: str) -> str | None:
-    """Why varlen backend ``name`` cannot run on this machine at all (``None``: it can), for the listing."""
-    return VARLEN_BACKENDS[name].unavailable()
-
-
-def _auto_backend(q: Tensor, causal: bool, dropout_p: float) -> str:
-    """xformers, then the Triton kernel, on CUDA when they can serve the call; else one SDPA call per sequence
-    (fastest measured on CPU at every size tried, from 64 sequences of 1-32 tokens to 32 of 64-1024: see
-    benchmarks/varlen.py)."""
-    if q.device.type == "cuda":
-        for name in ("xformers", "triton"):  # one fused kernel over the packed batch beats a per-sequence loop
-            if VARLEN_BACKENDS[name].refusal(q, causal, dropout_p) is None:
-                return name
-    training = torch.is_grad_enabled() and q.requires_grad
-    if training and VARLEN_BACKENDS["cpu_bf16"].refusal(q, causal, dropout_p) is None:
-        return "cpu_bf16"  # bf16 training on CPU: SDPA's bf16 backward is slower than its fp32 one
-    return "sdpa_loop"
-
-
 def varlen_attention(
     q: Tensor,
     k: Tensor,
@@ -295,10 +164,9 @@ def varlen_attention(
         causal: within each sequence, query ``i`` sees keys ``j <= i + len_k - len_q`` (bottom-right aligned).
         scale: score scale, default ``head_dim ** -0.5``.
         dropout_p: dropout on the attention probabilities (training only).
-        backend: ``"auto"`` or a name of :data:`VARLEN_BACKENDS`; a forced backend that cannot serve the call raises
-            :class:`~formers.core.attention.BackendUnavailableError` saying why. Under ``"auto"``, a backend forced
-            with :func:`~formers.core.attention.use_backend` is used (each dense backend has a varlen entry of
-            the same name).
+        backend: ``"auto"`` or a registered backend with a varlen kernel; a forced backend that cannot serve the
+            call (or has no varlen kernel) raises :class:`~formers.core.attention.BackendUnavailableError` saying
+            why. Under ``"auto"``, a backend forced with :func:`~formers.core.attention.use_backend` is used.
 
     Shapes:
         - q: ``(total_q, heads, head_dim)``; k: ``(total_k, heads, head_dim)``; v: ``(total_k, heads, head_dim_v)``
@@ -306,27 +174,15 @@ def varlen_attention(
         - output: ``(total_q, heads, head_dim_v)``; a query that sees no key yields zeros
     """
     cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
-    _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, dropout_p)
+    call = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, dropout_p)
     del max_seqlen_q, max_seqlen_k
-    if backend == "auto" and (forced := forced_backend()) is not None:
-        if forced not in VARLEN_BACKENDS:
-            raise BackendUnavailableError(
-                f"attention backend {forced!r} (forced by use_backend) has no varlen kernel for packed tokens; "
-                f"varlen backends: {sorted(VARLEN_BACKENDS)}"
-            )
-        backend = forced
-    if backend == "auto":
-        backend = _auto_backend(q, causal, dropout_p)
-    elif backend not in VARLEN_BACKENDS:
-        raise ValueError(f"unknown varlen backend {backend!r}; choose 'auto' or one of {sorted(VARLEN_BACKENDS)}")
-    impl = VARLEN_BACKENDS[backend]
-    reason = impl.refusal(q, causal, dropout_p)
-    if reason is not None:
-        raise BackendUnavailableError(f"varlen backend {backend!r} cannot serve this call: {reason}")
-    return impl.kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p)
+    impl = resolve_backend(call, forced_backend() if backend == "auto" else backend)
+    return impl.varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p)
 
 
-def _validate(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, dropout_p: float) -> None:
+def _validate(
+    q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, causal: bool, dropout_p: float
+) -> AttentionCall:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"varlen_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -346,8 +202,9 @@ def _validate(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, dropo
         raise ValueError(f"varlen_attention: q and k head_dim differ: {q.shape[2]} vs {k.shape[2]}")
     if v.shape[0] != k.shape[0]:
         raise ValueError(f"varlen_attention: k and v token counts differ: {k.shape[0]} vs {v.shape[0]}")
-    _check_cu_seqlens("cu_seqlens_q", cu_q, q)
-    _check_cu_seqlens("cu_seqlens_k", cu_k, k)
+    check_attention_sizes("varlen_attention", heads=q.shape[1], head_dim=q.shape[2], head_dim_v=v.shape[2])
+    lens_q = _check_cu_seqlens("cu_seqlens_q", cu_q, q)
+    lens_k = _check_cu_seqlens("cu_seqlens_k", cu_k, k)
     if cu_q.numel() != cu_k.numel():
         raise ValueError(
             f"varlen_attention: cu_seqlens_q and cu_seqlens_k describe different batch sizes: "
@@ -355,9 +212,27 @@ def _validate(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, dropo
         )
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"varlen_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    heads = q.shape[1]
+    return AttentionCall(
+        device_type=q.device.type,
+        dtype=q.dtype,
+        len_q=max(lens_q),
+        len_k=max(lens_k),
+        head_dim=q.shape[2],
+        has_bias=False,
+        causal=causal,
+        has_padding=False,
+        dropout=dropout_p > 0.0,
+        needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
+        batch=len(lens_q),
+        heads=heads,
+        packed=True,
+        num_scores=heads * sum(a * b for a, b in zip(lens_q, lens_k, strict=True)),
+    )
 
 
-def _check_cu_seqlens(name: str, cu: Tensor, packed: Tensor) -> None:
+def _check_cu_seqlens(name: str, cu: Tensor, packed: Tensor) -> list[int]:
+    """Check the offsets against the packed tensor; return the sequence lengths (one host sync)."""
     if not isinstance(cu, Tensor):
         raise TypeError(f"varlen_attention: {name} must be a torch.Tensor, got {type(cu).__name__}")
     if cu.dtype not in (torch.int32, torch.int64):
@@ -377,3 +252,4 @@ def _check_cu_seqlens(name: str, cu: Tensor, packed: Tensor) -> None:
         raise ValueError(
             f"varlen_attention: {name} ends at {values[-1]} but the packed tensor has {packed.shape[0]} tokens"
         )
+    return [b - a for a, b in itertools.pairwise(values)]

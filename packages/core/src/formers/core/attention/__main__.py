@@ -1,4 +1,4 @@
-"""``python -m formers.core.attention``: which attention backends run here, and why the others do not."""
+"""``python -m formers.core.attention``: which attention backends run here, what each serves, and why not."""
 
 from __future__ import annotations
 
@@ -15,19 +15,11 @@ def main() -> None:
     print(f"CPU threads: {torch.get_num_threads()} | CPU capability: {torch.backends.cpu.get_cpu_capability()}")
     infos = list_backends()
     width = max(len(i.name) for i in infos)
-    print("attention(q, k, v, backend=...):")
+    print("backend=... of attention() (dense) and varlen_attention() / packed layers (cu_seqlens):")
     for info in infos:
+        serves = "+".join(kind for kind, has in (("dense", info.dense), ("varlen", info.varlen)) if has)
         state = "available" if info.available else f"unavailable: {info.reason}"
-        print(f"  {info.name:<{width}}  {state}\n  {'':<{width}}  {info.description}")
-    # Imported here: formers.core.varlen builds on this package.
-    from formers.core.varlen import VARLEN_BACKENDS, varlen_backend_unavailable
-
-    print("varlen_attention(...) / packed layers (cu_seqlens), backend=...:")
-    width = max(len(name) for name in VARLEN_BACKENDS)
-    for name, impl in VARLEN_BACKENDS.items():
-        reason = varlen_backend_unavailable(name)
-        state = "available" if reason is None else f"unavailable: {reason}"
-        print(f"  {name:<{width}}  {state}\n  {'':<{width}}  {impl.description}")
+        print(f"  {info.name:<{width}}  {serves:<12}  {state}\n  {'':<{width}}  {'':<12}  {info.description}")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from formers.core.attention.backends import (
     AttentionCall,
     BackendUnavailableError,
     all_backends,
-    get_backend,
-    select_backend,
+    check_backend_name,
+    resolve_backend,
 )
 from formers.kernels.masks import check_key_padding_mask
 
@@ -56,12 +56,12 @@ def forced_backend() -> str | None:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Route every ``backend="auto"`` call inside the block to ``name`` (e.g. run a whole model on the oracle).
+    """Route every ``backend="auto"`` call inside the block, dense or packed, to ``name`` (e.g. run a whole model on
+    the oracle). A call the backend cannot serve raises :class:`BackendUnavailableError`, as ``backend=name`` would.
 
     Blocks nest; the setting is process-wide (see ``_FORCED_BACKEND``), so it also holds inside ``torch.compile``.
     """
-    if name != "auto":
-        get_backend(name)  # unknown names fail here, not at the first attention call
+    check_backend_name(name)  # unknown names fail here, not at the first attention call
     _FORCED_BACKEND.append(None if name == "auto" else name)
     try:
         yield
@@ -90,21 +90,15 @@ def attention(
         key_padding_mask: bool ``(batch, len_k)``; ``True`` marks padding keys to ignore.
         dropout_p: dropout on the attention probabilities; pass ``0.0`` in eval (modules do this for you).
         scale: score scale, default ``head_dim ** -0.5``.
-        backend: ``"auto"`` (fastest backend that can serve the call) or a name from :func:`available_backends`.
-            A forced backend that cannot serve the call raises :class:`BackendUnavailableError` saying why.
+        backend: ``"auto"`` (fastest backend that can serve the call) or a name from :func:`available_backends`
+            with a dense kernel. A forced backend that cannot serve the call raises :class:`BackendUnavailableError`
+            saying why.
 
     Returns:
         ``(batch, heads, len_q, head_dim_v)`` in the dtype of ``v``. A query that sees no key yields zeros.
     """
     call = _validate(q, k, v, attn_bias, causal, key_padding_mask, dropout_p)
-    name = _FORCED_BACKEND[-1] if backend == "auto" else backend
-    if name is None:
-        impl = select_backend(call)
-    else:
-        impl = get_backend(name)
-        reason = impl.refusal(call)
-        if reason is not None:
-            raise BackendUnavailableError(f"attention backend {name!r} cannot serve this call: {reason}")
+    impl = resolve_backend(call, _FORCED_BACKEND[-1] if backend == "auto" else backend)
     return impl.kernel(q, k, v, attn_bias, causal, key_padding_mask, dropout_p, scale)
 
 
@@ -141,6 +135,9 @@ def _validate(
     len_k = k.shape[-2]
     if v.shape[-2] != len_k:
         raise ValueError(f"attention: k and v lengths differ: {len_k} vs {v.shape[-2]}")
+    check_attention_sizes("attention", heads=heads, head_dim=head_dim, head_dim_v=v.shape[-1])
+    if len_q < 1 or len_k < 1:
+        raise ValueError(f"attention: len_q and len_k must be >= 1, got {len_q} and {len_k} (an empty sequence)")
     if attn_bias is not None:
         _check_bias_tensor(attn_bias, q)
         try:
@@ -170,7 +167,15 @@ def _validate(
         batch=batch,
         heads=heads,
         bias_needs_grad=torch.is_grad_enabled() and attn_bias is not None and attn_bias.requires_grad,
+        num_scores=batch * heads * len_q * len_k,
     )
+
+
+def check_attention_sizes(owner: str, *, heads: int, head_dim: int, head_dim_v: int) -> None:
+    """Refuse sizes that crash kernels instead of failing cleanly (0 heads kills the interpreter in CPU SDPA)."""
+    for name, size in (("heads", heads), ("head_dim", head_dim), ("head_dim of v", head_dim_v)):
+        if size < 1:
+            raise ValueError(f"{owner}: {name} must be >= 1, got {size}")
 
 
 def _check_bias_tensor(bias: Tensor, q: Tensor) -> None:
@@ -189,24 +194,33 @@ def _check_bias_tensor(bias: Tensor, q: Tensor) -> None:
 
 @dataclass(frozen=True)
 class BackendInfo:
+    """A registered backend: can it run here (and why not), and does it serve dense and/or packed calls."""
+
     name: str
     available: bool
     reason: str | None
     description: str
+    dense: bool = True
+    varlen: bool = False
 
 
 def list_backends() -> list[BackendInfo]:
-    """Every registered backend, whether it can run on this machine, and why not."""
+    """Every registered backend, whether it can run on this machine, why not, and its dense / varlen kernels."""
     infos = []
     for b in all_backends():
         reason = b.unavailable()
-        infos.append(BackendInfo(b.name, reason is None, reason, b.description))
+        infos.append(BackendInfo(b.name, reason is None, reason, b.description, b.serves_dense, b.serves_varlen))
     return infos
 
 
-def available_backends() -> list[str]:
-    """Names of the backends that can run on this machine (for some device)."""
-    return [info.name for info in list_backends() if info.available]
+def available_backends(*, dense: bool = False, varlen: bool = False) -> list[str]:
+    """Names of the backends that can run on this machine (for some device); only those with a dense / varlen
+    kernel when asked."""
+    return [
+        info.name
+        for info in list_backends()
+        if info.available and (info.dense or not dense) and (info.varlen or not varlen)
+    ]
 
 
 def mask_to_bias(keep: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:

@@ -5,6 +5,7 @@ attention masks follow :mod:`formers.kernels.masks` (float ``attn_bias``, bool `
 ``True`` = padding, bottom-right ``causal``).
 """
 
+from formers.core.layers._checks import resolve_head_dim
 from formers.core.layers.attention import MultiHeadAttention
 from formers.core.layers.block import CrossAttentionBlock, TransformerBlock
 from formers.core.layers.create import LayerType, create_act, create_norm, get_act_layer, get_norm_layer
@@ -50,4 +51,5 @@ __all__ = [
     "get_norm_layer",
     "create_norm",
     "init_weights",
+    "resolve_head_dim",
 ]

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from formers.core.attention import attention
-from formers.core.layers._checks import check_tokens
+from formers.core.attention import AttentionBackendMixin, attention
+from formers.core.layers._checks import check_positive, check_probability, check_tokens, resolve_head_dim
 from formers.core.layers.create import LayerType, get_norm_layer
-from formers.core.varlen import VARLEN_BACKENDS, varlen_attention
+from formers.core.varlen import varlen_attention
 
 __all__ = ["MultiHeadAttention"]
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(AttentionBackendMixin, nn.Module):
     """Multi-head attention (Vaswani et al. 2017) with a pluggable kernel backend.
 
     Built as self-attention when ``kv_dim is None``: one fused ``qkv`` projection of ``x``. Built as cross-attention
@@ -36,7 +36,8 @@ class MultiHeadAttention(nn.Module):
         kv_dim: width of ``context``; ``None`` builds a self-attention layer.
         qk_norm: normalise queries and keys per head with ``norm_layer`` (ViT-22B, Dehghani et al. 2023).
         norm_layer: norm used by ``qk_norm``.
-        backend: attention backend name, ``"auto"`` by default (see ``python -m formers.core.attention``).
+        backend: attention backend name, ``"auto"`` by default (see ``python -m formers.core.attention``); it serves
+            the dense and the packed calls alike (:class:`~formers.core.attention.AttentionBackendMixin`).
 
     Shapes:
         - x: ``(batch, len_q, dim)``
@@ -62,10 +63,10 @@ class MultiHeadAttention(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if head_dim is None:
-            if dim % num_heads != 0:
-                raise ValueError(f"MultiHeadAttention: dim {dim} is not divisible by num_heads {num_heads}")
-            head_dim = dim // num_heads
+        owner = type(self).__name__
+        head_dim = resolve_head_dim(owner, dim, num_heads, head_dim)
+        check_positive(owner, kv_dim=kv_dim)
+        check_probability(owner, attn_drop=attn_drop, proj_drop=proj_drop)
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -132,7 +133,6 @@ class MultiHeadAttention(nn.Module):
         qkv = self.qkv(x).reshape(x.shape[0], 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(1)  # each (total, h, d)
         q, k = self.q_norm(q), self.k_norm(k)
-        backend = self.backend if self.backend in VARLEN_BACKENDS else "auto"  # e.g. "sdpa": the fastest varlen path
         out = varlen_attention(
             q,
             k,
@@ -142,7 +142,7 @@ class MultiHeadAttention(nn.Module):
             max_seqlen_k=max_seqlen,
             causal=causal,
             dropout_p=self.attn_drop if self.training else 0.0,
-            backend=backend,
+            backend=self.backend,
         )
         return self.proj_drop(self.proj(out.flatten(1)))
 

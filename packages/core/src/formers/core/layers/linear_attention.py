@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from formers.core.layers._checks import check_key_padding_mask, check_tokens
+from formers.core.layers._checks import check_key_padding_mask, check_tokens, resolve_head_dim
 from formers.kernels.linear import (
     causal_linear_attention,
     favor_feature_map,
@@ -90,10 +90,7 @@ class LinearAttention(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"LinearAttention: kind must be one of {KINDS}, got {kind!r}")
-        if head_dim is None:
-            if dim % num_heads != 0:
-                raise ValueError(f"LinearAttention: dim {dim} is not divisible by num_heads {num_heads}")
-            head_dim = dim // num_heads
+        head_dim = resolve_head_dim("LinearAttention", dim, num_heads, head_dim)
         if nb_features is not None and kind != "performer":
             raise ValueError(f"LinearAttention: nb_features applies to kind='performer' only, got kind={kind!r}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim

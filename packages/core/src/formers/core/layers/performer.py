@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from formers.core.layers._checks import check_tokens
+from formers.core.layers._checks import check_positive, check_tokens
 
 __all__ = ["PerformerAttention", "prm_exp", "prm_attention"]
 
@@ -92,6 +92,7 @@ class PerformerAttention(nn.Module):
     ) -> None:
         super().__init__()
         out_dim = dim if out_dim is None else out_dim
+        check_positive("PerformerAttention", dim=dim, out_dim=out_dim, num_heads=num_heads)
         if out_dim % num_heads != 0:
             raise ValueError(f"PerformerAttention: out_dim {out_dim} is not divisible by num_heads {num_heads}")
         self.dim, self.emb, self.num_heads, self.head_dim = dim, out_dim, num_heads, out_dim // num_heads

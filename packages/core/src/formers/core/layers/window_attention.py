@@ -26,8 +26,8 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from formers.core.attention import attention
-from formers.core.layers._checks import check_tokens
+from formers.core.attention import AttentionBackendMixin, attention
+from formers.core.layers._checks import check_probability, check_tokens, resolve_head_dim
 
 __all__ = [
     "window_partition",
@@ -54,7 +54,7 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
 
 
 def _check_window(window: tuple[int, ...], shift: tuple[int, ...], owner: str) -> None:
-    if any(w < 1 for w in window):
+    if any(not isinstance(w, int) or w < 1 for w in window):
         raise ValueError(f"{owner}: window_size must be positive, got {window}")
     if any(not 0 <= s < w for s, w in zip(shift, window, strict=True)):
         raise ValueError(f"{owner}: shift_size must satisfy 0 <= shift < window_size, got {shift} for {window}")
@@ -107,7 +107,7 @@ def window_reverse(windows: Tensor, window_size: int | tuple[int, int], H: int, 
     if windows.shape[0] % num_windows:
         raise ValueError(f"window_reverse: {windows.shape[0]} windows is not a multiple of nW = {num_windows}")
     b = windows.shape[0] // num_windows
-    x = windows.view(b, H // wh, W // ww, wh, ww, -1)
+    x = windows.reshape(b, H // wh, W // ww, wh, ww, -1)  # reshape: windows may be a non-contiguous view
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, H, W, -1)
 
 
@@ -228,7 +228,7 @@ def shifted_window_mask_1d(L: int, window_size: int, shift_size: int, *, value: 
 # modules
 
 
-class _WindowAttentionBase(nn.Module):
+class _WindowAttentionBase(AttentionBackendMixin, nn.Module):
     """Shared ``qkv`` / ``proj`` projections and the windowed attention call."""
 
     def __init__(
@@ -242,11 +242,10 @@ class _WindowAttentionBase(nn.Module):
         backend: str,
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"{type(self).__name__}: dim {dim} is not divisible by num_heads {num_heads}")
+        self.head_dim = resolve_head_dim(type(self).__name__, dim, num_heads)
+        check_probability(type(self).__name__, attn_drop=attn_drop, proj_drop=proj_drop)
         self.dim = dim
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.backend = backend
         self.attn_drop = attn_drop
@@ -393,18 +392,23 @@ class ShiftedWindowAttention2d(WindowAttention):
     def is_shifted(self) -> bool:
         return any(self.shift_size)
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attend ``x`` ``(B, H, W, C)`` in (shifted) windows; ``mask`` overrides the shift mask built for ``(H, W)``
+        (e.g. a precomputed buffer, as Swin keeps); it is ignored without a shift, as in Swin."""
         name = type(self).__name__
         if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"{name}: x must be (B, H, W, {self.dim}), got shape {getattr(x, 'shape', x)}")
         b, h, w, c = x.shape
         _check_multiple(name, (h, w), self.window_size)
         sh, sw = self.shift_size
-        mask = None
         if self.is_shifted:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-            mask = _shifted_window_mask_cpu(h, w, self.window_size, self.shift_size, MASK_VALUE)
-        windows = window_partition(x, self.window_size).view(-1, self.window_tokens, c)
+            if mask is None:
+                mask = _shifted_window_mask_cpu(h, w, self.window_size, self.shift_size, MASK_VALUE)
+        else:
+            mask = None
+        # reshape, not view: with one window row and B = 1 the partition is a non-contiguous view of x
+        windows = window_partition(x, self.window_size).reshape(-1, self.window_tokens, c)
         windows = self._attend(windows, mask)
         x = window_reverse(windows.view(-1, *self.window_size, c), self.window_size, h, w)
         if self.is_shifted:

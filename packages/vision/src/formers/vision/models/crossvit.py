@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
-from formers.core.layers import DropPath, TransformerBlock, init_weights
+from formers.core.attention import AttentionBackendMixin, attention
+from formers.core.layers import DropPath, TransformerBlock, init_weights, resolve_head_dim
 from formers.core.models import FormersModel, check_input
 from formers.core.registry import register_model
 from formers.vision.models._cfg import make_cfg
@@ -73,7 +74,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionBackendMixin, nn.Module):
     """Multi-head attention where only the class token queries; separate ``wq``/``wk``/``wv`` (official layout).
 
     With a single query, the key and value projections are folded into the query side instead of being applied to
@@ -82,8 +83,9 @@ class CrossAttention(nn.Module):
     * ``q_h · (Wk_h x_j + bk_h) = (Wk_hᵀ q_h) · x_j + q_h · bk_h`` (the last term is the same for every key);
     * ``Σ_j a_hj (Wv_h x_j + bv_h) = Wv_h (Σ_j a_hj x_j) + bv_h Σ_j a_hj`` (``Σ_j a_hj = 1`` without dropout).
 
-    The keys are the class token itself and ``tokens`` (the other branch's patch tokens), so no concatenation of
-    the token sequence is needed. Costs ``O(length · dim · heads)`` instead of ``O(length · dim²)``.
+    So the keys and values given to :func:`formers.core.attention.attention` are the normalised tokens themselves
+    (the class token first), shared by the heads, with the folded query ``Wk_hᵀ q_h`` of width ``dim``. Costs
+    ``O(length · dim · heads)`` instead of ``O(length · dim²)``.
 
     Shapes:
         - cls: ``(batch, 1, dim)`` (normalised)
@@ -91,16 +93,24 @@ class CrossAttention(nn.Module):
         - output: ``(batch, 1, dim)``
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"CrossViT: dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.head_dim = resolve_head_dim("CrossViT CrossAttention", dim, num_heads)
+        self.num_heads = num_heads
         self.scale = self.head_dim**-0.5
+        self.backend = backend
         self.wq = nn.Linear(dim, dim, bias=qkv_bias)
         self.wk = nn.Linear(dim, dim, bias=qkv_bias)
         self.wv = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.attn_drop = nn.Dropout(attn_drop)  # its p is the attention dropout of the attention() call
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -108,21 +118,30 @@ class CrossAttention(nn.Module):
         batch, _, dim = cls.shape
         heads, head_dim = self.num_heads, self.head_dim
         q = self.wq(cls).view(batch, heads, head_dim)
-        qk = torch.einsum("bhd,hdc->bhc", q, self.wk.weight.view(heads, head_dim, dim)) * self.scale  # (b, h, c)
-        scores = torch.matmul(qk, cls.transpose(1, 2))  # (b, h, 1): the class token's own key
-        if tokens is not None:
-            scores = torch.cat((scores, torch.matmul(qk, tokens.transpose(1, 2))), dim=-1)  # (b, h, 1 + n)
+        qk = torch.einsum("bhd,hdc->bhc", q, self.wk.weight.view(heads, head_dim, dim))  # (b, h, c)
+        keys = cls if tokens is None else torch.cat((cls, tokens), dim=1)  # (b, 1 + n, c)
+        bias = None
         if self.wk.bias is not None:
             # q · bk is the same for every key (no effect on the softmax); kept so that wk.bias stays in the graph,
             # as in the unfolded model, where its gradient is zero up to rounding.
-            scores = scores + (q * self.wk.bias.view(heads, head_dim)).sum(-1, keepdim=True) * self.scale
-        attn = self.attn_drop(scores.softmax(dim=-1))
-        pooled = attn[..., :1] * cls  # (b, h, c): attention-weighted sum of the normalised tokens
-        if tokens is not None:
-            pooled = pooled + torch.matmul(attn[..., 1:], tokens)
-        out = torch.einsum("bhc,hdc->bhd", pooled, self.wv.weight.view(heads, head_dim, dim))
+            bias = ((q * self.wk.bias.view(heads, head_dim)).sum(-1) * self.scale)[..., None, None]  # (b, h, 1, 1)
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        # With dropout the kept probability mass Σ_j a_hj is below 1 and scales bv: a ones channel in the values
+        # returns it from the same attention call.
+        mass = dropout_p > 0.0 and self.wv.bias is not None
+        values = torch.cat((keys, keys.new_ones(batch, keys.shape[1], 1)), dim=-1) if mass else keys
+        pooled = attention(
+            qk[:, :, None],
+            keys[:, None].expand(-1, heads, -1, -1),
+            values[:, None].expand(-1, heads, -1, -1),
+            attn_bias=bias,
+            dropout_p=dropout_p,
+            scale=self.scale,
+            backend=self.backend,
+        )[:, :, 0]  # (b, h, c [+ 1]): attention-weighted sum of the normalised tokens [and the kept mass]
+        out = torch.einsum("bhc,hdc->bhd", pooled[..., :dim], self.wv.weight.view(heads, head_dim, dim))
         if self.wv.bias is not None:
-            out = out + self.wv.bias.view(heads, head_dim) * attn.sum(dim=-1, keepdim=True)
+            out = out + self.wv.bias.view(heads, head_dim) * (pooled[..., dim:] if mass else 1.0)
         return self.proj_drop(self.proj(out.reshape(batch, 1, dim)))
 
 

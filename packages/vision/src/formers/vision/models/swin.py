@@ -4,7 +4,8 @@ arXiv 2103.14030), after the official ``microsoft/Swin-Transformer`` (``models/s
 - a 4 x 4 patch embedding with LayerNorm (:class:`formers.core.layers.PatchEmbed`), no absolute position embedding;
 - four stages of blocks on a channels-last ``(B, H, W, C)`` map, alternating window attention (W-MSA, even blocks)
   and shifted-window attention (SW-MSA, odd blocks: ``roll(-window // 2)``, the ``-100`` region mask, roll back),
-  both through :class:`formers.core.layers.WindowAttention` (relative position bias table and index, SDPA);
+  both through :class:`formers.core.layers.ShiftedWindowAttention2d` (relative position bias table and index, roll,
+  partition, attention through :func:`formers.core.attention.attention`, reverse);
 - patch merging between stages: ``[x(0::2, 0::2); x(1::2, 0::2); x(0::2, 1::2); x(1::2, 1::2)]`` -> LN(4C) ->
   Linear(4C, 2C, no bias), at the start of stages 1-3 (timm's layout; the official code merges at the end of 0-2);
 - final LayerNorm, average pool, Linear head.
@@ -26,8 +27,8 @@ import torch
 from timm.layers import resample_patch_embed, resize_rel_pos_bias_table
 from torch import Tensor, nn
 
-from formers.core.layers import DropPath, Mlp, PatchEmbed, WindowAttention, init_weights
-from formers.core.layers.window_attention import shifted_window_mask, window_partition, window_reverse
+from formers.core.layers import DropPath, Mlp, PatchEmbed, ShiftedWindowAttention2d, init_weights
+from formers.core.layers.window_attention import shifted_window_mask
 from formers.core.models.base import FormersModel, check_input
 from formers.core.registry import register_model
 from formers.vision.models._cfg import make_cfg
@@ -44,8 +45,9 @@ def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
     return pair
 
 
-class SwinWindowAttention(WindowAttention):
-    """:class:`formers.core.layers.WindowAttention` whose gathered relative position bias is cached for inference.
+class SwinWindowAttention(ShiftedWindowAttention2d):
+    """:class:`formers.core.layers.ShiftedWindowAttention2d` whose gathered relative position bias is cached for
+    inference.
 
     Training (or any grad-enabled / compiled call) gathers from the table every time so gradients reach it; under
     ``no_grad`` the ``(heads, N, N)`` gather is reused until the table changes (new storage, device, dtype or an
@@ -118,7 +120,13 @@ class SwinTransformerBlock(nn.Module):
                 )
         self.norm1 = nn.LayerNorm(dim)
         self.attn = SwinWindowAttention(
-            dim, num_heads, self.window_size, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop
+            dim,
+            num_heads,
+            self.window_size,
+            self.shift_size,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
         )
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
@@ -132,21 +140,8 @@ class SwinTransformerBlock(nn.Module):
             mask = mask.to(self.norm1.weight.device)
         self.register_buffer("attn_mask", mask, persistent=False)
 
-    def _attn(self, x: Tensor) -> Tensor:
-        b, h, w, c = x.shape
-        shift = self.shift_size
-        if any(shift):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        # reshape, not view: core's partition returns a view (not a copy) when the map is a single window row
-        windows = window_partition(x, self.window_size).reshape(-1, self.window_size[0] * self.window_size[1], c)
-        windows = self.attn(windows, self.attn_mask)
-        x = window_reverse(windows.reshape(-1, *self.window_size, c), self.window_size, h, w)
-        if any(shift):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
-        return x
-
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path1(self._attn(self.norm1(x)))
+        x = x + self.drop_path1(self.attn(self.norm1(x), self.attn_mask))  # roll, window attention, roll back
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
     def extra_repr(self) -> str:
