@@ -13,10 +13,10 @@ from typing import Any
 from torch import nn
 
 from formers.core import registry
-from formers.core.builder import build_model, prepare_model, resolve_pretrained_cfg
+from formers.core.builder import build_model, resolve_pretrained_cfg
 from formers.core.features import FeatureMapsModel
 
-__all__ = ["create_model", "list_models", "prepare_model", "resolve_pretrained_cfg", "FeatureMapsModel", "DOMAIN"]
+__all__ = ["create_model", "list_models", "resolve_pretrained_cfg", "FeatureMapsModel", "DOMAIN"]
 
 DOMAIN = "vision"
 
