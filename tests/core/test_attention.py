@@ -410,3 +410,47 @@ def test_auto_picks_cpu_matmul_only_for_training_with_a_learned_bias(monkeypatch
     assert seen == ["cpu_matmul", "sdpa", "sdpa", "sdpa"]
     with pytest.raises(BackendUnavailableError, match="learned bias"):
         attention(q, q, q, attn_bias=fixed, backend="cpu_matmul")
+
+
+# ------------------------------------------------------------------------------------------- degenerate sizes
+
+
+def test_zero_heads_is_a_value_error_not_a_dead_interpreter():
+    """0 heads used to kill the interpreter (SIGFPE in torch's CPU SDPA): run the call in a child process so that a
+    regression fails this test instead of taking pytest down with it."""
+    code = (
+        "import torch\n"
+        "from formers.core.attention import attention\n"
+        "q = torch.randn(1, 0, 4, 8)\n"
+        "try:\n"
+        "    attention(q, q, q)\n"
+        "except ValueError as err:\n"
+        "    print('ValueError:', err)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"child died with {result.returncode}: {result.stderr[-2000:]}"
+    assert "ValueError: attention: heads must be >= 1, got 0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "kv_shape", "dv", "match"),
+    [
+        ((1, 0, 4, 8), (1, 0, 4, 8), 8, "heads must be >= 1"),
+        ((1, 2, 4, 0), (1, 2, 4, 0), 8, "head_dim must be >= 1"),
+        ((1, 2, 4, 8), (1, 2, 4, 8), 0, "head_dim of v must be >= 1"),
+        ((1, 2, 0, 8), (1, 2, 4, 8), 8, "len_q and len_k must be >= 1"),
+        ((1, 2, 4, 8), (1, 2, 0, 8), 8, "len_q and len_k must be >= 1"),
+    ],
+    ids=["no_heads", "no_head_dim", "no_value_dim", "no_queries", "no_keys"],
+)
+@pytest.mark.parametrize("backend", ["auto", "reference", "sdpa"])
+def test_degenerate_sizes_are_refused_before_any_kernel(backend, q_shape, kv_shape, dv, match):
+    q, k = torch.randn(q_shape), torch.randn(kv_shape)
+    v = torch.randn(*kv_shape[:3], dv)
+    with pytest.raises(ValueError, match=match):
+        attention(q, k, v, backend=backend)
+
+
+def test_an_empty_batch_still_runs():
+    q = torch.randn(0, 2, 4, 8)
+    assert attention(q, q, q).shape == (0, 2, 4, 8)

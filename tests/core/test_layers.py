@@ -19,9 +19,11 @@ from formers.core.layers import (
     GluMlp,
     LayerScale,
     LearnedPositionalEmbedding,
+    LinearAttention,
     Mlp,
     MultiHeadAttention,
     PatchEmbed,
+    PerformerAttention,
     SinusoidalPositionalEmbedding,
     SwiGLU,
     TransformerBlock,
@@ -256,6 +258,28 @@ def test_attention_construction_errors():
     attn = MultiHeadAttention(10, num_heads=4, head_dim=3)  # explicit head_dim lifts the divisibility rule
     assert attn.qkv.out_features == 36 and attn.proj.in_features == 12
     assert attn(torch.randn(1, 2, 10)).shape == (1, 2, 10)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: MultiHeadAttention(16, num_heads=0), "num_heads must be a positive int, got 0"),
+        (lambda: MultiHeadAttention(0, num_heads=2), "dim must be a positive int, got 0"),
+        (lambda: MultiHeadAttention(16, num_heads=2, head_dim=0), "head_dim must be a positive int, got 0"),
+        (lambda: MultiHeadAttention(16, num_heads=-2), "num_heads must be a positive int, got -2"),
+        (lambda: MultiHeadAttention(16, 2, kv_dim=0), "kv_dim must be a positive int, got 0"),
+        (lambda: MultiHeadAttention(16, 2, attn_drop=1.0), r"attn_drop must be in \[0, 1\), got 1.0"),
+        (lambda: MultiHeadAttention(16, 2, proj_drop=-0.1), r"proj_drop must be in \[0, 1\)"),
+        (lambda: TransformerBlock(16, 0), "num_heads must be a positive int, got 0"),
+        (lambda: LinearAttention(16, num_heads=0), "LinearAttention: num_heads must be a positive int"),
+        (lambda: PerformerAttention(16, num_heads=0), "PerformerAttention: num_heads must be a positive int"),
+    ],
+    ids=["heads0", "dim0", "head_dim0", "heads_negative", "kv_dim0", "attn_drop1", "proj_drop_negative", "block",
+         "linear", "performer"],
+)  # fmt: skip
+def test_attention_constructors_name_the_bad_argument(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def _attention_bad_inputs():

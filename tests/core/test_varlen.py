@@ -359,3 +359,16 @@ def test_benchmark_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert metrics["encoder"][mode]["max_abs_err"] < 1e-4
         assert metrics["kernels"][mode]["sdpa_loop"]["vs_padded"] > 0
     assert "padding-free" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("heads", "head_dim", "dv", "match"),
+    [(0, 8, 8, "heads must be >= 1"), (2, 0, 8, "head_dim must be >= 1"), (2, 8, 0, "head_dim of v must be >= 1")],
+    ids=["no_heads", "no_head_dim", "no_value_dim"],
+)
+@pytest.mark.parametrize("backend", ["auto", "reference", "sdpa_blockmask"])
+def test_degenerate_sizes_are_refused_before_any_kernel(backend, heads, head_dim, dv, match) -> None:
+    q = torch.randn(5, heads, head_dim)
+    v = torch.randn(5, heads, dv)
+    with pytest.raises(ValueError, match=f"varlen_attention: {match}"):
+        varlen_attention(q, q, v, cu_seqlens_from_lengths([2, 3]), backend=backend)

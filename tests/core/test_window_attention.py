@@ -329,3 +329,42 @@ def test_benchmark_tiny_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert metrics["speed"][mode]["naive_vs_formers"] > 0
     assert metrics["max_abs_diff"] < 1e-4
     assert "x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_one_window_row_with_batch_one(shift: int) -> None:
+    """B = 1 and a map one window high: the partition is a non-contiguous view (a ``.view`` of it raised)."""
+    torch.manual_seed(0)
+    layer = ShiftedWindowAttention2d(16, 2, 4, shift).eval()
+    x = torch.randn(2, 4, 12, 16, generator=_gen(8))
+    with torch.no_grad():
+        batched = layer(x)
+        for i in range(2):
+            torch.testing.assert_close(layer(x[i : i + 1]), batched[i : i + 1], **TOL)
+
+
+def test_precomputed_mask_equals_the_built_one() -> None:
+    torch.manual_seed(0)
+    layer = ShiftedWindowAttention2d(16, 2, 4, 2).eval()
+    x = torch.randn(2, 8, 8, 16, generator=_gen(9))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, shifted_window_mask(8, 8, 4, 2)), layer(x), **TOL)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: WindowAttention(16, 0, 4), "num_heads must be a positive int, got 0"),
+        (lambda: WindowAttention(16, 2, 0), "window_size must be positive"),
+        (lambda: WindowAttention(16, 3, 4), "dim 16 is not divisible by num_heads 3"),
+        (lambda: ShiftedWindowAttention2d(16, 2, (4, -1)), "window_size must be positive"),
+        (lambda: ShiftedWindowAttention2d(16, 2, 4, 4), "shift_size must satisfy"),
+        (lambda: WindowAttention1d(16, 2, 0), "window_size must be positive"),
+        (lambda: WindowAttention1d(0, 2, 4), "dim must be a positive int, got 0"),
+        (lambda: WindowAttention(16, 2, 4, attn_drop=1.5), r"attn_drop must be in \[0, 1\)"),
+    ],
+    ids=["heads0", "window0", "indivisible", "window_negative", "shift_too_large", "1d_window0", "1d_dim0", "drop"],
+)
+def test_constructors_name_the_bad_argument(make, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()

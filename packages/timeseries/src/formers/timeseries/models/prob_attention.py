@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from formers.core.attention import attention
+from formers.core.attention import AttentionBackendMixin, attention
 
 __all__ = ["prob_sparse_sizes", "sample_keys", "prob_attention", "InformerAttention"]
 
@@ -48,6 +48,7 @@ def prob_attention(
     index_sample: Tensor | None = None,
     generator: torch.Generator | None = None,
     scale: float | None = None,
+    backend: str = "auto",
 ) -> Tensor:
     """ProbSparse attention on ``(B, H, L, D)`` tensors; returns ``(B, H, L_Q, D_v)``.
 
@@ -56,6 +57,7 @@ def prob_attention(
         causal: decoder variant: active query ``i`` sees keys ``j <= i``; lazy queries get ``cumsum(V)``.
         index_sample: the sampled key indices ``(L_Q, U)``; drawn with ``generator`` (default: global RNG) if ``None``.
         scale: score scale, default ``1/√D`` (applied after the selection, as in the reference).
+        backend: attention backend of the active queries' softmax attention (see ``formers.core.attention``).
     """
     batch, heads, len_q, head_dim = q.shape
     len_k = k.shape[2]
@@ -79,7 +81,7 @@ def prob_attention(
     if causal:  # ProbMask: the active query at position i keeps keys j <= i
         future = torch.arange(len_k, device=q.device) > top[..., None]  # (B, H, u, L_K)
         attn_bias = torch.zeros(future.shape, dtype=q.dtype, device=q.device).masked_fill_(future, float("-inf"))
-    active = attention(q_reduce, k, v, attn_bias=attn_bias, scale=scale)
+    active = attention(q_reduce, k, v, attn_bias=attn_bias, scale=scale, backend=backend)
     if causal:
         context = v.cumsum(dim=2)
     else:
@@ -87,7 +89,7 @@ def prob_attention(
     return context.scatter(2, top[..., None].expand(-1, -1, -1, v.shape[-1]), active.to(context.dtype))
 
 
-class InformerAttention(nn.Module):
+class InformerAttention(AttentionBackendMixin, nn.Module):
     """Informer's ``AttentionLayer``: q/k/v/out projections around ProbSparse (``attn='prob'``) or full attention.
 
     ``mix=True`` reproduces Informer2020's decoder self-attention output layout: the ``(B, H, L, D)`` context is
@@ -137,9 +139,10 @@ class InformerAttention(nn.Module):
             generator = None
             if not self.training and self.eval_sample_seed is not None:
                 generator = torch.Generator().manual_seed(self.eval_sample_seed)
-            out = prob_attention(q, k, v, self.factor, causal=self.causal, generator=generator)
+            out = prob_attention(q, k, v, self.factor, causal=self.causal, generator=generator, backend=self.backend)
         else:  # the reference's FullAttention: dropout on the probabilities, top-left causal mask (L_Q == L_K)
-            out = attention(q, k, v, causal=self.causal, dropout_p=self.dropout if self.training else 0.0)
+            dropout_p = self.dropout if self.training else 0.0
+            out = attention(q, k, v, causal=self.causal, dropout_p=dropout_p, backend=self.backend)
         batch, length = x.shape[:2]
         out = out.reshape(batch, length, -1) if self.mix else out.transpose(1, 2).reshape(batch, length, -1)
         return self.out_projection(out)

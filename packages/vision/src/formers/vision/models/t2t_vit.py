@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from formers.core.attention import attention
+from formers.core.attention import AttentionBackendMixin, attention
 from formers.core.layers import Mlp, PerformerAttention, TransformerBlock, init_weights
 from formers.core.models import FormersModel, check_input
 from formers.core.registry import register_model
@@ -63,7 +63,7 @@ class TokenPerformer(PerformerAttention):
         return x + self.mlp(self.norm2(x))
 
 
-class TokenAttention(nn.Module):
+class TokenAttention(AttentionBackendMixin, nn.Module):
     """Softmax attention of the T2T Transformer layer: ``qkv`` (no bias) from ``dim`` to ``3 · in_dim``, output
     ``v + proj(attn)``. The score scale is ``(dim // num_heads)^-0.5`` of the **input** width, as official."""
 
@@ -78,7 +78,7 @@ class TokenAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, 1, self.in_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        out = attention(q, k, v, scale=self.scale)  # (b, 1, n, in_dim)
+        out = attention(q, k, v, scale=self.scale, backend=self.backend)  # (b, 1, n, in_dim)
         return v.squeeze(1) + self.proj(out.squeeze(1))
 
 
