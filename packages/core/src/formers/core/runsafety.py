@@ -72,7 +72,7 @@ def check_finite(values: Any, what: str, source: str | os.PathLike[str] | None =
         bad = np.argwhere(~finite)
         nan, count = int(np.isnan(array).sum()), int(bad.shape[0])
         where = f" for {source}" if source is not None else ""
-        index = tuple(int(i) for i in (*key, *bad[0]))
+        index = (*key, *(int(i) for i in bad[0]))
         raise NonFiniteError(
             f"{what}{where} has {count} non-finite values (NaN: {nan}, inf: {count - nan}), first at index {index}: "
             "the model or its input overflowed; check the input's scale (values beyond float32, about 3.4e38, "
@@ -181,7 +181,8 @@ class RunDirTransaction(Callback):
     :meth:`begin` copies the entries of ``names`` that exist in ``directory`` to ``directory/.formers-previous``.
     Training start (``on_train_start``, after the config, the data, the model's ``setup`` and the sanity check passed)
     commits: the copy is dropped. An exception before that (``on_exception``) rolls back: the new versions of
-    ``names`` are removed and the copies put back. A run killed in that window leaves the copy behind; the next
+    ``names`` are removed, the copies put back, and the failed run's loggers detached so that Lightning's
+    ``finalize("failed")`` writes nothing more. A run killed in that window leaves the copy behind; the next
     :meth:`begin` rolls it back first. Checkpoints are not touched: nothing writes them before training.
 
     ``validate``/``test``/``predict`` commit at their loop start (``on_{validation,test,predict}_start``).
@@ -248,7 +249,12 @@ class RunDirTransaction(Callback):
         self.commit()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not self.open:
+            return
         self.rollback()
+        # Lightning finalizes the loggers after this hook; the failed run's loggers must not write into the restored
+        # folder (DVCLive would replace metrics.json by an empty summary)
+        trainer.loggers = []
 
 
 def _copy(source: Path, target: Path) -> None:
