@@ -24,6 +24,7 @@ model is called as ``model(**inputs)``.
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ Features = Literal["M", "S", "MS"]
 Split = Literal["auto", "ett_hour", "ett_minute", "ratio"]
 _STAGES = ("train", "val", "test")
 _ETT_HOUR_ROWS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)  # 8640 / 2880 / 2880
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -97,11 +99,32 @@ def read_series(
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"CSV file not found: {path}")
+    _check_header(path)  # before pandas, which renames a repeated column "a" to "a.1"
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable CSV: {err}") from err
     return validate_frame(frame, date_column=date_column, target=target, columns=columns, source=str(path))
+
+
+def _check_header(path: Path) -> None:
+    """Reject a CSV whose header names a column twice (read with the csv module: pandas would rename the copy)."""
+    try:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path} is not a readable CSV: {err}") from err
+    _reject_duplicate_names(header, str(path))
+
+
+def _reject_duplicate_names(names: list[str], source: str) -> None:
+    seen: set[str] = set()
+    repeated = [name for name in names if name in seen or seen.add(name)]
+    if repeated:
+        raise ValueError(
+            f"{source}: the header names column(s) {sorted(set(repeated))} more than once; every column needs a "
+            "unique name (otherwise the wrong copy could become the target)"
+        )
 
 
 def validate_frame(
@@ -112,7 +135,12 @@ def validate_frame(
     columns: list[str] | None = None,
     source: str = "data",
 ) -> pd.DataFrame:
-    """The checks and column order of :func:`read_series` for a DataFrame already in memory."""
+    """The checks and column order of :func:`read_series` for a DataFrame already in memory.
+
+    Besides the per-value checks: column names must be unique, the dates strictly increasing (no duplicate, no step
+    back: rows are in time order) and every value within float32's range (the models compute in float32).
+    """
+    _reject_duplicate_names([str(name) for name in frame.columns], source)
     if date_column not in frame.columns:
         raise ValueError(f"{source}: no date column {date_column!r}; columns are {list(frame.columns)}")
     if target not in frame.columns:
@@ -133,6 +161,7 @@ def validate_frame(
     if out[date_column].isna().any():
         row = int(np.flatnonzero(out[date_column].isna().to_numpy())[0])
         raise ValueError(f"{source}: missing date in column {date_column!r} at row {row}")
+    _check_time_order(out[date_column], date_column, source)
     for name in channels:
         column = frame[name]
         numeric = pd.to_numeric(column, errors="coerce")
@@ -146,8 +175,34 @@ def validate_frame(
         if not np.isfinite(numeric.to_numpy(dtype=np.float64)).all():
             row = int(np.flatnonzero(~np.isfinite(numeric.to_numpy(dtype=np.float64)))[0])
             raise ValueError(f"{source}: column {name!r} has an infinite value at row {row}")
+        _check_float32_range(numeric.to_numpy(dtype=np.float64), name, source)
         out[name] = numeric.astype(np.float64)
     return out.reset_index(drop=True)
+
+
+def _check_time_order(dates: pd.Series, date_column: str, source: str) -> None:
+    """Dates must strictly increase: a repeated or earlier date means duplicated, shuffled or reversed rows."""
+    values = dates.to_numpy()
+    steps_back = np.flatnonzero(values[1:] <= values[:-1])
+    if steps_back.size == 0:
+        return
+    row = int(steps_back[0]) + 1
+    problem = "repeats" if values[row] == values[row - 1] else "is earlier than"
+    raise ValueError(
+        f"{source}: the time index {date_column!r} must strictly increase, but row {row} ({dates.iloc[row]}) "
+        f"{problem} row {row - 1} ({dates.iloc[row - 1]}); sort the rows by time and remove duplicate dates"
+    )
+
+
+def _check_float32_range(values: np.ndarray, name: str, source: str) -> None:
+    """Values a float32 model cannot represent would become inf (and the training loss NaN)."""
+    outside = np.flatnonzero(np.abs(values) > _FLOAT32_MAX)
+    if outside.size:
+        row = int(outside[0])
+        raise ValueError(
+            f"{source}: column {name!r} has the value {values[row]:.6g} at row {row}, outside the float32 range "
+            f"(+-{_FLOAT32_MAX:.4g}) the models compute in"
+        )
 
 
 def detect_split(path: str | os.PathLike[str], split: Split = "auto") -> str:
@@ -286,9 +341,15 @@ class ForecastDataModule(SplitDataModule):
         self.borders: dict[str, tuple[int, int]] = {}
 
     def model_sizes(self) -> dict[str, int]:
-        """The window lengths and channel counts of the model (``c_out`` too for M and S; MS models choose it)."""
-        channels = self.num_channels
+        """The window lengths and channel counts of the model (``c_out`` too for M and S; MS models choose it).
+
+        Before the CSV exists (a config checked without its data) only the window lengths are known; reading the
+        data then fails with its own clear error.
+        """
         sizes = {"seq_len": self.seq_len, "label_len": self.label_len, "pred_len": self.pred_len}
+        if not Path(self.path).exists():
+            return sizes
+        channels = self.num_channels
         sizes |= {"enc_in": channels, "dec_in": channels}
         return sizes if self.features == "MS" else sizes | {"c_out": channels}
 
