@@ -273,7 +273,7 @@ def test_cli_defaults_follow_run_dir(tmp_path, cli_argv):
     run_dir = tmp_path / "run"
     cli = _tiny_cli(run_dir, config=tmp_path / "no_optimizer.yaml")
     trainer = cli.trainer
-    assert isinstance(trainer.loggers[0], CSVLogger) and type(trainer.loggers[1]).__name__ == "DVCLiveLogger"
+    assert isinstance(trainer.loggers[0], CSVLogger) and type(trainer.loggers[1]).__name__ == "ResumableDVCLiveLogger"
     assert Path(trainer.log_dir) == run_dir and Path(trainer.default_root_dir) == run_dir
     assert Path(trainer.loggers[1].experiment.dir) == run_dir / "dvclive"
     best, last = trainer.checkpoint_callbacks

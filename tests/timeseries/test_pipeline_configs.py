@@ -55,9 +55,8 @@ def test_config_instantiates(config, tmp_path, no_argv):
     cli = _cli(config, tmp_path)
     task, data = cli.model, cli.datamodule
     assert isinstance(task, ForecastTask) and isinstance(data, ForecastDataModule)
-    kwargs = task.hparams.model_kwargs
-    assert (kwargs["seq_len"], kwargs["pred_len"]) == (data.seq_len, data.pred_len)
-    assert kwargs.get("label_len", data.label_len) == data.label_len
+    kwargs = task.model_config  # model_kwargs + the sizes linked from the data section
+    assert (kwargs["seq_len"], kwargs["label_len"], kwargs["pred_len"]) == (data.seq_len, data.label_len, data.pred_len)
     assert kwargs["freq"] == data.freq == "h"
     checkpoints = [cb for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
     assert {cb.filename for cb in checkpoints} == {"best", "last"}
@@ -69,14 +68,17 @@ def test_paper_hyperparameters(run, tmp_path, no_argv):
     model, pred_len, d_model, d_ff = PAPER_RUNS[run]
     config = REPO / "pipelines" / "timeseries" / f"etth1_{run}.yaml"
     raw = yaml.safe_load(config.read_text())
-    kwargs = raw["model"]["init_args"]["model_kwargs"]
+    data = raw["data"]["init_args"]
+    # the window sizes come from the data section (linked by the CLI); a config may still restate them, equal
+    kwargs = {"enc_in": 7, "c_out": 7, **raw["model"]["init_args"]["model_kwargs"]}  # ETTh1's 7 channels, M
+    for key in ("seq_len", "label_len", "pred_len"):
+        assert kwargs.setdefault(key, data[key]) == data[key], key
     assert raw["model"]["init_args"]["model"] == model
     assert (kwargs["seq_len"], kwargs["label_len"], kwargs["pred_len"]) == (96, 48, pred_len)
     assert (kwargs["d_model"], kwargs["d_ff"], kwargs["e_layers"], kwargs["n_heads"]) == (d_model, d_ff, 2, 8)
     assert (kwargs["enc_in"], kwargs["c_out"], kwargs["dropout"], kwargs["freq"]) == (7, 7, 0.1, "h")
     if model != "itransformer":
         assert (kwargs["d_layers"], kwargs["factor"], kwargs["label_len"]) == (1, 3, 48)
-    data = raw["data"]["init_args"]
     assert (data["path"], data["split"], data["batch_size"], data["features"]) == (
         "data/timeseries/ETTh1.csv", "ett_hour", 32, "M"
     )  # fmt: skip

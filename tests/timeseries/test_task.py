@@ -61,7 +61,8 @@ def test_test_metrics_are_exact_global_means(synthetic_csv, features):
 
 def test_exact_metric_in_float64(synthetic_csv):
     task = ForecastTask("itransformer", TINY)
-    assert task.test_mse.sum_squared_error.dtype == torch.float64
+    assert task.eval_metrics["test"]["mse"].sum_squared_error.dtype == torch.float64
+    assert task.eval_metrics["val"]["mae"].sum_abs_error.dtype == torch.float64
 
 
 class _EpochLoss(Callback):

@@ -86,7 +86,7 @@ def test_predict_reports_bad_files_and_predicts_the_good_ones(trained, shapes_ro
     image = folder / "good.png"
     before = image.read_bytes()
     assert _predict("--ckpt", ckpt, str(image), "--out", str(image)) == 1  # never overwrites an input
-    assert "is an input" in capsys.readouterr().err and image.read_bytes() == before
+    assert "is the input" in capsys.readouterr().err and image.read_bytes() == before
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])

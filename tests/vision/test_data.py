@@ -47,7 +47,7 @@ def test_datamodule_splits_and_transforms(shapes_root, tiny_model):
     dm = ImageFolderDataModule(str(shapes_root), img_size=32, batch_size=8, val_fraction=0.25, model_cfg=tiny_model)
     dm.setup("fit")
     assert dm.classes == sorted(SHAPES) and dm.num_classes == 8
-    assert len(dm.split("train")) == 72 and len(dm.split("val")) == 24 and len(dm.split("test")) == 24
+    assert len(dm.dataset("train")) == 72 and len(dm.dataset("val")) == 24 and len(dm.dataset("test")) == 24
     assert dm.eval_cfg["mean"] == (0.5,) * 3 and dm.eval_cfg["crop_pct"] == 0.875  # from the model's pretrained_cfg
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (8,)
@@ -119,7 +119,7 @@ def test_tar_root_is_extracted_safely(shapes_root, tmp_path):
     dm = ImageFolderDataModule(str(archive), extract_dir=str(tmp_path / "out"), img_size=32, max_per_split=10)
     dm.prepare_data()
     dm.setup()
-    assert dm.classes == sorted(SHAPES) and len(dm.split("train")) == 10
+    assert dm.classes == sorted(SHAPES) and len(dm.dataset("train")) == 10
     assert extract_tar(archive, tmp_path / "out") == tmp_path / "out"  # second call: already extracted
     evil = tmp_path / "evil.tar"
     with tarfile.open(evil, "w") as tar:
@@ -139,7 +139,7 @@ def test_cifar10_tar(tmp_path_factory):
     dm.prepare_data()
     dm.setup()
     assert dm.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    assert len(dm.split("train")) + len(dm.split("val")) == 50_000 and len(dm.split("test")) == 10_000
+    assert len(dm.dataset("train")) + len(dm.dataset("val")) == 50_000 and len(dm.dataset("test")) == 10_000
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (16, 3, 32, 32) and 0 <= int(y.min()) and int(y.max()) <= 9
 
@@ -147,4 +147,4 @@ def test_cifar10_tar(tmp_path_factory):
 def test_val_fraction_zero_validates_on_the_test_split(shapes_root):
     dm = ImageFolderDataModule(str(shapes_root), img_size=32, val_fraction=0.0)
     dm.setup()
-    assert dm.split("val") is dm.split("test") and len(dm.split("train")) == 96
+    assert dm.dataset("val") is dm.dataset("test") and len(dm.dataset("train")) == 96

@@ -19,19 +19,23 @@ def test_losses_and_topk(tiny_model):
     task = ImageClassificationTask(tiny_model, {"num_classes": 6}, label_smoothing=0.1)
     logits = torch.tensor([[5.0, 4, 3, 2, 1, 0], [0.0, 1, 2, 3, 4, 5]])
     hard = torch.tensor([1, 5])
-    metrics = task.compute_metrics(logits, hard)
-    torch.testing.assert_close(metrics["loss"], F.cross_entropy(logits, hard, label_smoothing=0.1))
-    assert metrics["acc"] == 0.5 and metrics["acc_top5"] == 1.0
+    torch.testing.assert_close(task.loss(logits, hard), F.cross_entropy(logits, hard, label_smoothing=0.1))
+    batch = task.batch_metrics(logits, hard, task.loss(logits, hard))
+    assert batch["acc"] == 0.5 and batch["acc_top5"] == 1.0
+    metrics = task.eval_metrics["test"]
+    task.update_metrics(metrics, logits[:1], hard[:1])  # exact over samples, whatever the batches
+    task.update_metrics(metrics, logits[1:], hard[1:])
+    assert metrics["acc"].compute() == 0.5 and metrics["acc_top5"].compute() == 1.0
     soft = torch.tensor([[0.0, 0.7, 0.3, 0, 0, 0], [0.0, 0, 0, 0, 0.4, 0.6]])
-    metrics = task.compute_metrics(logits, soft)
     expected = -(soft * logits.log_softmax(-1)).sum(-1).mean()
-    torch.testing.assert_close(metrics["loss"], expected)
+    torch.testing.assert_close(task.loss(logits, soft), expected)
     torch.testing.assert_close(
         soft_target_cross_entropy(logits, F.one_hot(hard, 6).float()), F.cross_entropy(logits, hard)
     )
-    assert metrics["acc"] == 0.5  # dominant class of the soft label: 1 (missed) and 5 (hit)
+    # dominant class of the soft label: 1 (missed) and 5 (hit)
+    assert task.batch_metrics(logits, soft, task.loss(logits, soft))["acc"] == 0.5
     with pytest.raises(ValueError, match="soft targets"):
-        task.compute_metrics(logits, soft[:, :4])
+        task.loss(logits, soft[:, :4])
     with pytest.raises(ValueError, match="top_k"):
         ImageClassificationTask(tiny_model, top_k=0)
 
@@ -54,7 +58,7 @@ def test_fit_with_mixup_then_test_writes_confusion(tiny_model, shapes_root, tmp_
     (result,) = trainer.test(task, datamodule=dm, verbose=False)
     assert {"test/loss", "test/acc", "test/acc_top5"} <= set(result)
     rows = list(csv.DictReader((tmp_path / "confusion.csv").open()))
-    assert len(rows) == len(dm.split("test")) == 24
+    assert len(rows) == len(dm.dataset("test")) == 24
     assert {r["actual"] for r in rows} == set(dm.classes) and {r["predicted"] for r in rows} <= set(dm.classes)
     acc = sum(r["actual"] == r["predicted"] for r in rows) / len(rows)
     assert acc == pytest.approx(result["test/acc"], abs=1e-6)
@@ -81,7 +85,7 @@ def test_class_count_mismatch_is_caught(tiny_model, shapes_root, tmp_path):
         default_root_dir=tmp_path,
     )
     dm.setup()
-    with pytest.raises(ValueError, match="8 classes but model 'vision_test_tiny' predicts 5"):
+    with pytest.raises(ValueError, match="model_kwargs.num_classes=5 but the data has num_classes=8"):
         trainer.test(task, datamodule=dm, verbose=False)
 
 

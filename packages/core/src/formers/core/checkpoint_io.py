@@ -7,7 +7,7 @@
   kill during the copy leaves a truncated ``last.ckpt`` ("failed finding central directory"). Here a kill at any point
   leaves the old or the new file, complete.
 * :func:`load_checkpoint_file` loads a training checkpoint with ``weights_only=True`` by default and turns every
-  failure (missing, truncated, not a checkpoint, pickled objects) into one :class:`CheckpointLoadError` naming the
+  failure (missing, truncated, not a checkpoint, pickled objects) into one :class:`CheckpointError` naming the
   file. :class:`AtomicCheckpointIO` loads through it, so ``--ckpt_path`` errors name the file too.
 * :func:`checkpoint_model_mismatch` says in one sentence which model a checkpoint was trained for when it is not the
   requested one.
@@ -29,7 +29,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 __all__ = [
     "AtomicCheckpointIO",
-    "CheckpointLoadError",
+    "CheckpointError",
     "checkpoint_model_mismatch",
     "load_checkpoint_file",
     "save_atomic",
@@ -40,7 +40,7 @@ _PICKLE_PREFIX = b"\x80"  # the legacy format starts with a pickle protocol opco
 _TRUNCATION_MESSAGES = ("failed finding central directory", "failed reading zip archive", "file read failed")
 
 
-class CheckpointLoadError(ValueError):
+class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message names the file and the reason."""
 
 
@@ -82,7 +82,7 @@ def _fsync_dir(folder: Path) -> None:
 def load_checkpoint_file(
     path: str | os.PathLike[str], map_location: Any = "cpu", weights_only: bool = True
 ) -> dict[str, Any]:
-    """Load a checkpoint file, raising :class:`CheckpointLoadError` with the path for every kind of bad file.
+    """Load a checkpoint file, raising :class:`CheckpointError` with the path for every kind of bad file.
 
     Args:
         path: the checkpoint file.
@@ -90,7 +90,7 @@ def load_checkpoint_file(
         weights_only: ``True`` (default) loads tensors and plain containers only: no pickled code runs.
 
     Raises:
-        CheckpointLoadError: missing file, a folder, an empty or truncated file, a file that is not a PyTorch
+        CheckpointError: missing file, a folder, an empty or truncated file, a file that is not a PyTorch
             checkpoint, a checkpoint holding pickled objects (with ``weights_only``), or one that is not a dict.
     """
     path = Path(path)
@@ -98,32 +98,32 @@ def load_checkpoint_file(
     with path.open("rb") as f:
         head = f.read(4)
     if not head:
-        raise CheckpointLoadError(f"checkpoint {path} is empty (0 bytes): an interrupted write? Use an earlier one")
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted write? Use an earlier one")
     if not head.startswith((_ZIP_MAGIC, _PICKLE_PREFIX)):
-        raise CheckpointLoadError(
+        raise CheckpointError(
             f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a pickle"
         )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
-        raise CheckpointLoadError(_unpickling_message(path, err, weights_only)) from err
+        raise CheckpointError(_unpickling_message(path, err, weights_only)) from err
     except (EOFError, RuntimeError, OSError) as err:
         if _is_truncation(err):
-            raise CheckpointLoadError(
+            raise CheckpointError(
                 f"checkpoint {path} is truncated ({size_text(path)}; {_first_line(err)}): it was not written to the "
                 "end, e.g. a run killed while saving. Resume from an earlier checkpoint"
             ) from err
-        raise CheckpointLoadError(f"cannot load checkpoint {path}: {_first_line(err)}") from err
+        raise CheckpointError(f"cannot load checkpoint {path}: {_first_line(err)}") from err
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointLoadError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return dict(checkpoint)
 
 
 def _check_is_file(path: Path) -> None:
     if path.is_dir():
-        raise CheckpointLoadError(f"checkpoint path {path} is a folder, not a checkpoint file")
+        raise CheckpointError(f"checkpoint path {path} is a folder, not a checkpoint file")
     if not path.is_file():
-        raise CheckpointLoadError(f"checkpoint file not found: {path}")
+        raise CheckpointError(f"checkpoint file not found: {path}")
 
 
 def _is_truncation(err: BaseException) -> bool:

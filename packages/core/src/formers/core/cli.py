@@ -47,15 +47,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial, update_wrapper
 from importlib import import_module
+from pathlib import Path
 from types import MethodType
 from typing import Any, Literal
 
 from jsonargparse import Namespace
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
 from torch.optim import Optimizer
 
+from formers.core.callbacks import NonFiniteGuard, RNGStateCheckpoint
+from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.optim import optimizer_parameters
+from formers.core.runsafety import RunDirTransaction
 from formers.core.tasks import Task
 
 __all__ = [
@@ -74,14 +78,16 @@ LOG_DIR = "${log_dir}"
 # Filled in only when a config names no optimizer: as a parser default its init_args would be carried over by
 # jsonargparse into whatever optimizer a config picks (Adam silently got AdamW's weight_decay=0.01).
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3, "weight_decay": 0.01}}
-_DVCLIVE = "dvclive.lightning.DVCLiveLogger"
+_CSV = "formers.core.loggers.ResumableCSVLogger"
+_DVCLIVE = "formers.core.loggers.ResumableDVCLiveLogger"
+_ATOMIC_IO = "formers.core.checkpoint_io.AtomicCheckpointIO"
 
 
 def default_loggers() -> list[dict[str, Any]]:
     """CSVLogger first (``trainer.log_dir`` comes from ``loggers[0]``), then DVCLive, both at fixed paths."""
     return [
         {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "class_path": _CSV,
             "init_args": {"save_dir": LOG_DIR, "name": "", "version": ""},
         },
         {
@@ -159,7 +165,12 @@ class FormersCLI(LightningCLI):
             datamodule_class,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            trainer_defaults={"default_root_dir": RUN_DIR, "logger": default_loggers(), **(trainer_defaults or {})},
+            trainer_defaults={
+                "default_root_dir": RUN_DIR,
+                "logger": default_loggers(),
+                "plugins": [{"class_path": _ATOMIC_IO}],
+                **(trainer_defaults or {}),
+            },
             args=args,
             run=run,
             **kwargs,
@@ -230,7 +241,45 @@ class FormersCLI(LightningCLI):
         if "weights_only" in config and config.weights_only is None:
             config.weights_only = True
         if self.subcommand == "fit" and config.get("ckpt_path"):
-            _resume_dvclive(config)
+            _resume_loggers(config)
+        self._log_dir = log_dir
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Every run gets the safety callbacks a config's callback list cannot drop by restating the defaults:
+        exact resume (RNG states in checkpoints), the non-finite guard and the run-dir transaction."""
+        configured = config.get("callbacks") or []
+        present = {type(c) for c in (configured if isinstance(configured, list) else [configured])}
+        safety = [RNGStateCheckpoint(), NonFiniteGuard(), RunDirTransaction(getattr(self, "_log_dir", "."))]
+        return super()._instantiate_trainer(config, [*callbacks, *(c for c in safety if type(c) not in present)])
+
+    def _begin_run_dir_transactions(self) -> None:
+        """Snapshot the previous run's logs before the loggers touch the folder (Lightning creates them inside
+        ``fit``, before any callback hook runs); the transaction restores them if the new run fails before it starts."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunDirTransaction):
+                callback.begin()
+
+    before_fit = before_validate = before_test = before_predict = _begin_run_dir_transactions
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning merges a checkpoint's hyper-parameters into the config here, so they silently override the YAML
+        and the command line, and its ``_class_path`` makes the CLI import any module. formers keeps the config as
+        given and only checks, in one sentence, that the checkpoint was trained for the model the config asks for."""
+        if not self.config.get("subcommand"):
+            return
+        config = self.config[self.config.subcommand]
+        path = _resolve_ckpt_path(config.get("ckpt_path"), config.get("run_dir"))
+        if path is None:
+            return
+        weights_only = config.get("weights_only")
+        checkpoint = load_checkpoint_file(path, weights_only=True if weights_only is None else bool(weights_only))
+        model = config.get("model")
+        requested = (
+            {"model": model.init_args.get("model")} if isinstance(model, Namespace) and model.get("init_args") else {}
+        )
+        mismatch = checkpoint_model_mismatch(checkpoint, requested, path)
+        if mismatch:
+            raise ValueError(f"{mismatch}; pass the checkpoint of a {requested['model']!r} run or change the config")
 
 
 def data_sizes_of(datamodule: LightningDataModule | None) -> dict[str, Any] | None:
@@ -261,9 +310,20 @@ def _resolve_placeholders(node: Any, values: dict[str, str]) -> Any:
     return node
 
 
-def _resume_dvclive(config: Namespace) -> None:
-    """Let DVCLive append to its history instead of wiping it when ``fit`` resumes from a checkpoint."""
+def _resume_loggers(config: Namespace) -> None:
+    """When ``fit`` resumes, the loggers keep their history and drop only the rows the killed run logged after its
+    checkpoint (:mod:`formers.core.loggers`), instead of wiping it (CSVLogger) or repeating steps (DVCLive)."""
     loggers = config.trainer.get("logger")
     for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if isinstance(logger, Namespace) and logger.get("class_path") == _DVCLIVE:
+        if isinstance(logger, Namespace) and logger.get("class_path") in (_CSV, _DVCLIVE):
             logger.init_args.resume = True
+
+
+def _resolve_ckpt_path(ckpt_path: str | None, run_dir: str | None) -> Path | None:
+    """The checkpoint file ``--ckpt_path`` names (``last`` / ``best``: the run dir's), or ``None`` when none exists."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)
+    if ckpt_path in ("last", "best") and run_dir is not None:
+        path = Path(run_dir) / "checkpoints" / f"{ckpt_path}.ckpt"
+    return path if path.is_file() or ckpt_path not in ("last", "best", "hpc", "registry") else None

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from lightning.pytorch import LightningDataModule
 
+from formers.core.checkpoint_io import CheckpointError, checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.cli import ArgsType, FormersCLI
 from formers.core.tasks import Task
 
@@ -57,10 +58,6 @@ _LIGHTNING_KEYS = {
     "datamodule_hparams_name",
     "datamodule_hyper_parameters",
 }
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit what was asked of it (the message names the file)."""
 
 
 @dataclass(frozen=True)
@@ -147,20 +144,6 @@ def resolve_task_class(class_path: str | None, base: type[Task], source: str | P
     return cls
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A Lightning checkpoint loaded with ``weights_only=True``; every failure names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated zip, wrong format, pickle refusal: all unreadable here
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not a Lightning training checkpoint (no state_dict)")
-    return ckpt
-
-
 def data_state_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """The data module's ``state_dict()`` Lightning stored in a checkpoint (empty when it stored none)."""
     class_path = (ckpt.get("datamodule_hyper_parameters") or {}).get("_class_path")
@@ -190,7 +173,9 @@ def load_trained(
         CheckpointError: unreadable file, a task class from outside formers, or weights that do not fit the task.
     """
     path = Path(checkpoint)
-    ckpt = read_checkpoint(path, map_location)
+    ckpt = load_checkpoint_file(path, map_location=map_location)
+    if "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning training checkpoint (no state_dict)")
     stored = dict(ckpt.get("hyper_parameters") or {})
     if model_config is not None:
         class_path = model_config.get("class_path")
@@ -205,11 +190,13 @@ def load_trained(
     cls = resolve_task_class(class_path, task_class, source)
     hparams.setdefault("data_sizes", stored.get("data_sizes"))
     task = cls(**hparams)
+    mismatch = checkpoint_model_mismatch(ckpt, hparams, path)
+    if mismatch:
+        raise CheckpointError(mismatch)
     missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
-        trained_for = stored.get("model", "?")
         raise CheckpointError(
-            f"{path}: the checkpoint was trained for model {trained_for!r} and does not fit {hparams['model']!r} "
-            f"(missing keys: {list(missing)[:5]}, unexpected keys: {list(unexpected)[:5]})"
+            f"{path}: the weights do not fit the task built from {source} (missing keys: {list(missing)[:5]}, "
+            f"unexpected keys: {list(unexpected)[:5]})"
         )
     return TrainedRun(task.eval(), data_state_of(ckpt), hparams, path)

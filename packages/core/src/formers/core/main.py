@@ -57,7 +57,8 @@ class TokenPredictor(Predictor):
                 if min(tokens) < 0 or max(tokens) >= vocab_size:
                     self.report(f"{path}:{number}: token ids must be in [0, {vocab_size})")
                     continue
-                probs = check_finite(run.task(torch.tensor([tokens])).softmax(-1)[0], f"{path}:{number}")
+                probs = run.task(torch.tensor([tokens])).softmax(-1)[0]
+                check_finite(probs, "class probabilities", source=f"{path}:{number}")
                 prob, label = probs.max(-1)
                 rows.append(f"{path}:{number}\t{int(label)}\t{float(prob):.4f}")
         text = "\n".join(rows) + "\n"

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
-from torch import Tensor
 
-from formers.core.domain import CheckpointError, TrainedRun, load_trained
+from formers.core.checkpoint_io import CheckpointError
+from formers.core.domain import TrainedRun, load_trained
+from formers.core.runsafety import check_finite, refuse_overwrite
 
 if TYPE_CHECKING:
     from formers.core.domain import Domain
@@ -125,28 +126,6 @@ def _checkpoint_and_model(options: argparse.Namespace) -> tuple[Path, dict[str, 
         raise ValueError(f"{path}: no model section (class_path / init_args) to rebuild the task from")
     ckpt = options.ckpt or Path(str(config.get("run_dir", "runs"))) / "checkpoints" / "best.ckpt"
     return Path(ckpt), config["model"]
-
-
-def refuse_overwrite(out: str | Path, inputs: Iterable[str | Path]) -> None:
-    """Raise when ``out`` is (or is the same file as) one of ``inputs``: outputs never replace what was read."""
-    out = Path(out)
-    for source in map(Path, inputs):
-        same = out.resolve() == source.resolve()
-        if not same and out.exists() and source.exists():
-            same = out.samefile(source)
-        if same:
-            raise ValueError(f"--out {out} is an input of this command ({source}); write the output elsewhere")
-
-
-def check_finite(values: Tensor, what: str) -> Tensor:
-    """``values`` when all finite; else an error naming ``what`` and how many entries are NaN / infinite."""
-    bad = ~torch.isfinite(values)
-    if bad.any():
-        raise ValueError(
-            f"{what}: {int(bad.sum())} of {values.numel()} predicted values are NaN or infinite; the model or its "
-            "input is broken (inputs far outside the training range, or a checkpoint of a diverged run)"
-        )
-    return values
 
 
 def iter_files(inputs: Sequence[Path], suffixes: set[str] | None = None) -> Iterator[Path]:

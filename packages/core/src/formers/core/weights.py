@@ -17,14 +17,13 @@ classifier whose size differs from the model's (fine-tuning to another ``num_cla
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from formers.core.checkpoint_io import CheckpointError, load_checkpoint_file
 from formers.core.registry import FilterFn
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_into", "clean_state_dict"]
@@ -33,10 +32,6 @@ EMA_KEYS = ("state_dict_ema", "model_ema")
 STATE_KEYS = ("state_dict", "model")
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP, wrapped in either order
 _LIST_LIMIT = 12  # keys listed in an error message before "... and N more"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the model."""
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True) -> dict[str, Tensor]:
@@ -59,9 +54,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True) -> di
 
             raw: Any = load_file(str(path), device="cpu")
         else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused a pickled object: never fall back to unpickling
-        raise CheckpointError(f"{path}: holds pickled objects that weights_only loading refuses ({err})") from err
+            raw = load_checkpoint_file(path)  # weights_only; names the file for truncated / foreign / pickled files
+    except CheckpointError:
+        raise
     except ImportError as err:
         raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package ({err})") from err
     except Exception as err:  # torch / safetensors raise many types for damaged files; all mean the same here

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor
+from formers.core.runsafety import refuse_overwrite
 from formers.timeseries.data import ForecastDataModule
 from formers.timeseries.task import ForecastTask
 
@@ -64,9 +65,8 @@ class ForecastPredictor(Predictor):
                 raise InputError("--split test writes a TSV: give --out FILE.tsv")
             table = forecast_test_split(checkpoint, csv, options.out)
             return f"wrote {options.out} ({len(table)} test steps)"
-        for extra in (options.plot, options.truth):
-            if extra is not None and Path(extra).resolve() == csv.resolve():
-                raise InputError(f"{extra} is the input CSV; write the plot elsewhere")
+        if options.plot is not None:
+            refuse_overwrite(options.plot, [csv, checkpoint, options.truth])
         result = forecast(
             checkpoint,
             csv,

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from formers.core.domain import load_trained
+from formers.core.runsafety import check_finite
 from formers.timeseries.data import read_series, split_borders, validate_frame
 from formers.timeseries.task import ForecastTask
 from formers.timeseries.timefeatures import time_features
@@ -158,6 +159,7 @@ def forecast(
     with torch.no_grad():
         output = task(_model_inputs(values, dates, future, state))[0].double().numpy()  # (pred_len, c_out)
     output = output[:, -1:] if state["features"] == "MS" else output
+    check_finite(output, "forecast", source=source)
     if output.shape[1] != len(channels):
         raise ValueError(f"the model predicts {output.shape[1]} channels, the checkpoint's data has {len(channels)}")
     if state.get("scale", True):
@@ -254,6 +256,7 @@ def forecast_test_split(
             out = out[..., -1:] if state["features"] == "MS" else out
             forecasts.append(out[..., columns.index(column)])
     pred = np.concatenate(forecasts).reshape(-1)
+    check_finite(pred, "test-split forecast", source=data)
     if state.get("scale", True):
         pred = pred * std[channel] + mean[channel]
     rows = np.concatenate([np.arange(s + seq_len, s + seq_len + pred_len) for s in starts])

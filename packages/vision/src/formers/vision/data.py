@@ -213,11 +213,18 @@ class ImageFolderDataModule(SplitDataModule):
         return len(self.classes) or None
 
     def model_sizes(self) -> dict[str, int]:
-        """Classes (the class folders of ``train/``), input side and channels: the model's sizes."""
+        """Classes (the class folders of ``train/``), input side and channels: the model's sizes.
+
+        Before the data exists (a config checked without its dataset) only the input side and channels are known;
+        reading the data then fails with its own clear error.
+        """
+        sizes = {"img_size": self.img_size, "in_chans": self.in_chans}
+        if not self.classes and not self.root.exists():
+            return sizes
         if not self.classes:
             train_dir, _ = find_split_dirs(self._image_root())
             self.classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())  # ImageFolder's order
-        return {"num_classes": len(self.classes), "img_size": self.img_size, "in_chans": self.in_chans}
+        return {"num_classes": len(self.classes), **sizes}
 
     # ------------------------------------------------------------------------------------------------ data
     def prepare_data(self) -> None:

@@ -72,7 +72,8 @@ class ImagePredictor(Predictor):
 
     @staticmethod
     def _top_k(run: TrainedRun, batch: torch.Tensor, paths: list[Path], classes: list[str], k: int) -> list[str]:
-        probs = check_finite(run.task(batch).softmax(dim=-1), f"predictions for {paths[0]} ...")
+        probs = run.task(batch).softmax(dim=-1)
+        check_finite(probs, "class probabilities", source=f"{paths[0]} (batch of {len(paths)})")
         values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
         rows = []
         for path, vals, idx in zip(paths, values.tolist(), indices.tolist(), strict=True):

@@ -77,7 +77,7 @@ class SplitDataModule(LightningDataModule):
         self.setup()
         return self._splits
 
-    def split(self, name: str) -> Dataset:
+    def dataset(self, name: str) -> Dataset:
         """The dataset of split ``name`` (after building the splits if needed)."""
         self.setup()
         if name not in self._splits:
@@ -86,7 +86,7 @@ class SplitDataModule(LightningDataModule):
 
     def dataloader(self, name: str, shuffle: bool = False) -> DataLoader:
         """A DataLoader over split ``name`` with this module's settings."""
-        dataset = self.split(name)
+        dataset = self.dataset(name)
         if len(dataset) == 0:  # type: ignore[arg-type]
             raise ValueError(f"the {name} split of {type(self).__name__} is empty; check the data and split settings")
         return DataLoader(
