@@ -38,7 +38,7 @@ def test_readme_keeps_the_essentials():
     text = README.read_text()
     for needed in ("make repro", "make test", "## Install", "## Train", "## Predict", "--trainer.strategy ddp"):
         assert needed in text, needed
-    for page in ("docs/design.md", "docs/results.md", "docs/benchmarks.md"):
+    for page in ("docs/adding-a-model.md", "docs/design.md", "docs/results.md", "docs/benchmarks.md"):
         assert f"]({page})" in text, f"README does not link {page}"
         assert (ROOT / page).is_file(), page
 
