@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from formers.core.attention import AttentionCall, forced_backend
-from formers.core.attention.api import check_attention_sizes
+from formers.core.attention.api import check_attention_sizes, check_scale
 from formers.core.attention.backends import resolve_backend
 from formers.kernels.masks import check_key_padding_mask
 
@@ -175,6 +175,7 @@ def varlen_attention(
     """
     cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
     call = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, dropout_p)
+    check_scale("varlen_attention", scale)
     del max_seqlen_q, max_seqlen_k
     impl = resolve_backend(call, forced_backend() if backend == "auto" else backend)
     return impl.varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p)

@@ -13,6 +13,7 @@ Mask semantics are defined once in :mod:`formers.kernels.masks`.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -98,6 +99,7 @@ def attention(
         ``(batch, heads, len_q, head_dim_v)`` in the dtype of ``v``. A query that sees no key yields zeros.
     """
     call = _validate(q, k, v, attn_bias, causal, key_padding_mask, dropout_p)
+    check_scale("attention", scale)
     impl = resolve_backend(call, _FORCED_BACKEND[-1] if backend == "auto" else backend)
     return impl.kernel(q, k, v, attn_bias, causal, key_padding_mask, dropout_p, scale)
 
@@ -176,6 +178,12 @@ def check_attention_sizes(owner: str, *, heads: int, head_dim: int, head_dim_v: 
     for name, size in (("heads", heads), ("head_dim", head_dim), ("head_dim of v", head_dim_v)):
         if size < 1:
             raise ValueError(f"{owner}: {name} must be >= 1, got {size}")
+
+
+def check_scale(owner: str, scale: float | None) -> None:
+    """Refuse a NaN or infinite score scale: every kernel would return NaN without a word."""
+    if scale is not None and not math.isfinite(scale):
+        raise ValueError(f"{owner}: scale must be a finite number (or None for head_dim ** -0.5), got {scale}")
 
 
 def _check_bias_tensor(bias: Tensor, q: Tensor) -> None:

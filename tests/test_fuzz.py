@@ -1,0 +1,337 @@
+"""Fuzz the public entry points: every call returns finite output or fails cleanly, never crashes, never a silent NaN.
+
+The rule, per call: it returns finite output, or raises ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` (every
+formers error class is a ``ValueError``; ``BackendUnavailableError`` is allowed where a backend is forced), or a
+command exits non-zero with a message on stderr. A bare ``RuntimeError`` / ``IndexError`` / ``ZeroDivisionError``
+from deep inside, a dead interpreter or a NaN returned without a word fails the test.
+
+``attention`` and ``varlen_attention`` run in one child process (this file run as a script) that loops over a
+seeded list of cases and prints a JSON line per case, so a SIGFPE or segfault inside a kernel names the case instead
+of killing pytest. The model, data-module and ``predict`` cases run in-process on tiny inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ALLOWED = (ValueError, TypeError, FileNotFoundError)
+SEED = 1234
+N_ATTENTION_CASES = 160
+N_VARLEN_CASES = 100
+
+
+def _allowed(err: BaseException) -> bool:
+    from formers.core.attention import BackendUnavailableError
+
+    return isinstance(err, (*ALLOWED, BackendUnavailableError))
+
+
+# ------------------------------------------------------------------------------------- child: attention / varlen
+
+
+def _dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
+def _attention_cases(n: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded list of attention() calls: a valid call (random sizes, dtype, causal with len_q > len_k, masks,
+    backend) with, in about half the cases, one or two mutations (zero sizes, wrong ranks or dtypes, masks of wrong
+    shape or dtype, odd dropout and scale values)."""
+    rng = random.Random(seed)
+    from formers.core.attention import available_backends
+
+    backends = ["auto", *available_backends(dense=True)]
+    mutations = {
+        "rank": [3, 5, 2],
+        "batch": [0],
+        "heads": [0],
+        "len_q": [0],
+        "len_k": [0],
+        "head_dim": [0],
+        "head_dim_v": [0],
+        "dtype": ["int64", "bool"],
+        "k_dtype": ["float64"],
+        "mask": ["all_padding", "wrong_shape", "float", "int"],
+        "bias": ["wrong_shape", "bool", "int"],
+        "dropout_p": [1.0, -0.1],
+        "scale": [0.0, -1.0, "nan", "inf"],
+        "mismatch": ["v_len", "k_head_dim", "k_heads"],
+    }
+    cases = []
+    for i in range(n):
+        case = {
+            "id": i,
+            "rank": 4,
+            "batch": rng.choice([1, 2]),
+            "heads": rng.choice([1, 2, 3]),
+            "len_q": rng.choice([1, 4, 7]),
+            "len_k": rng.choice([1, 3, 5]),
+            "head_dim": rng.choice([1, 8, 16]),
+            "head_dim_v": rng.choice([None, None, 4]),
+            "dtype": rng.choice(["float32", "float32", "float64", "bfloat16", "float16"]),
+            "k_dtype": None,
+            "causal": rng.random() < 0.4,
+            "mask": rng.choice([None, None, "ok"]),
+            "bias": rng.choice([None, None, "ok", "broadcast"]),
+            "dropout_p": rng.choice([0.0, 0.0, 0.3]),
+            "scale": rng.choice([None, None, 1e-3, 2.0]),
+            "backend": rng.choice(backends),
+            "scale_values": rng.choice([1.0, 1.0, 100.0]),
+            "mismatch": None,
+        }
+        for key in rng.sample(sorted(mutations), k=rng.choice([0, 0, 1, 2])):
+            case[key] = rng.choice(mutations[key])
+        cases.append(case)
+    return cases
+
+
+def _run_attention_case(case: dict[str, Any]):
+    import torch
+
+    from formers.core.attention import attention
+
+    gen = torch.Generator().manual_seed(case["id"])
+    dtype = _dtype(case["dtype"])
+    b, h, lq, lk, d = case["batch"], case["heads"], case["len_q"], case["len_k"], case["head_dim"]
+    dv = d if case["head_dim_v"] is None else case["head_dim_v"]
+    k_heads = h + 1 if case["mismatch"] == "k_heads" else h
+    k_dim = d + 1 if case["mismatch"] == "k_head_dim" else d
+    v_len = lk + 1 if case["mismatch"] == "v_len" else lk
+
+    def tensor(*shape, dt=dtype):
+        shape = shape[4 - case["rank"] :] if case["rank"] <= 4 else (1, *shape)
+        x = torch.randn(*shape, generator=gen) * case["scale_values"]
+        return x > 0 if dt == torch.bool else x.to(dt)
+
+    q = tensor(b, h, lq, d)
+    k = tensor(b, k_heads, lk, k_dim, dt=_dtype(case["k_dtype"]) if case["k_dtype"] else dtype)
+    v = tensor(b, k_heads, v_len, dv)
+    mask = {
+        None: None,
+        "ok": torch.arange(lk).expand(b, lk) >= max(lk - 1, 1),
+        "all_padding": torch.ones(b, lk, dtype=torch.bool),
+        "wrong_shape": torch.zeros(b + 1, lk + 2, dtype=torch.bool),
+        "float": torch.zeros(b, lk),
+        "int": torch.zeros(b, lk, dtype=torch.int64),
+    }[case["mask"]]
+    bias = {
+        None: None,
+        "ok": torch.randn(b, h, lq, lk, generator=gen),
+        "broadcast": torch.randn(1, 1, lq, lk, generator=gen),
+        "wrong_shape": torch.randn(b, h, lq + 1, lk + 3, generator=gen),
+        "bool": torch.ones(b, h, lq, lk, dtype=torch.bool),
+        "int": torch.zeros(b, h, lq, lk, dtype=torch.int64),
+    }[case["bias"]]
+    if bias is not None and bias.is_floating_point() and dtype.is_floating_point:
+        bias = bias.to(dtype)
+    scale = float(case["scale"]) if isinstance(case["scale"], str) else case["scale"]
+    out = attention(
+        q,
+        k,
+        v,
+        attn_bias=bias,
+        causal=case["causal"],
+        key_padding_mask=mask,
+        dropout_p=case["dropout_p"],
+        scale=scale,
+        backend=case["backend"],
+    )
+    expected = (b, h, lq, dv)
+    if tuple(out.shape) != expected:
+        raise AssertionError(f"output shape {tuple(out.shape)}, expected {expected}")
+    return out
+
+
+def _varlen_cases(n: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded list of varlen_attention() calls: valid packed batches (empty sequences included, causal with longer
+    queries than keys, forced backends) with, in about half the cases, one or two mutations (bad offsets: dtype,
+    start, order, end, rank; batch mismatches, zero heads / head_dim, wrong ranks and dtypes, odd dropout / scale)."""
+    rng = random.Random(seed)
+    from formers.core.attention import available_backends
+
+    backends = ["auto", *available_backends(varlen=True)]
+    mutations = {
+        "lens_k": ["other_batch"],
+        "heads": [0],
+        "head_dim": [0],
+        "dtype": ["int32"],
+        "cu_dtype": ["float32"],
+        "cu_break": ["start", "decreasing", "end", "2d", "one_entry"],
+        "rank": [4, 2],
+        "dropout_p": [1.5],
+        "scale": ["nan", "inf"],
+    }
+    cases = []
+    for i in range(n):
+        case = {
+            "id": i,
+            "lens_q": [rng.choice([0, 1, 3, 6]) for _ in range(rng.choice([1, 2, 3]))],
+            "lens_k": rng.choice([None, None, "shorter"]),
+            "heads": rng.choice([1, 2]),
+            "head_dim": rng.choice([4, 8]),
+            "dtype": rng.choice(["float32", "float32", "float64", "bfloat16"]),
+            "cu_dtype": rng.choice(["int32", "int64"]),
+            "cu_break": None,
+            "rank": 3,
+            "causal": rng.random() < 0.5,
+            "dropout_p": rng.choice([0.0, 0.0, 0.2]),
+            "scale": rng.choice([None, None, 0.5]),
+            "backend": rng.choice(backends),
+        }
+        for key in rng.sample(sorted(mutations), k=rng.choice([0, 0, 1, 2])):
+            case[key] = rng.choice(mutations[key])
+        cases.append(case)
+    return cases
+
+
+def _cu(lengths: list[int], dtype, brk: str | None):
+    import torch
+
+    values = [0]
+    for n in lengths:
+        values.append(values[-1] + n)
+    if brk == "start":
+        values = [1, *values[1:]]
+    elif brk == "decreasing" and len(values) > 2:
+        values[1], values[2] = values[2] + 1, values[1]
+    elif brk == "end":
+        values[-1] += 2
+    elif brk == "one_entry":
+        values = values[:1]
+    cu = torch.tensor(values).to(dtype)
+    return cu.unsqueeze(0) if brk == "2d" else cu
+
+
+def _run_varlen_case(case: dict[str, Any]):
+    import torch
+
+    from formers.core.varlen import varlen_attention
+
+    gen = torch.Generator().manual_seed(case["id"])
+    lens_q = case["lens_q"]
+    lens_k = {
+        None: lens_q,
+        "shorter": [max(n - 2, 0) for n in lens_q],
+        "other_batch": [*lens_q, 2],
+    }[case["lens_k"]]
+    h, d, dtype = case["heads"], case["head_dim"], _dtype(case["dtype"])
+
+    def tensor(total: int):
+        shape = (total, h, d)[3 - case["rank"] :] if case["rank"] <= 3 else (total, h, d, 1)
+        return (torch.randn(*shape, generator=gen) * 2).to(dtype)
+
+    q, k, v = tensor(sum(lens_q)), tensor(sum(lens_k)), tensor(sum(lens_k))
+    cu_dtype = _dtype(case["cu_dtype"])
+    scale = float(case["scale"]) if isinstance(case["scale"], str) else case["scale"]
+    out = varlen_attention(
+        q,
+        k,
+        v,
+        _cu(lens_q, cu_dtype, case["cu_break"]),
+        _cu(lens_k, cu_dtype, None),
+        causal=case["causal"],
+        dropout_p=case["dropout_p"],
+        scale=scale,
+        backend=case["backend"],
+    )
+    if tuple(out.shape) != (sum(lens_q), h, d):
+        raise AssertionError(f"output shape {tuple(out.shape)}, expected {(sum(lens_q), h, d)}")
+    return out
+
+
+def _child(kind: str) -> None:
+    """Run every case of ``kind`` and print one JSON line each (``start`` first, so a crash names its case)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cases, run = {
+        "attention": (_attention_cases(N_ATTENTION_CASES, SEED), _run_attention_case),
+        "varlen": (_varlen_cases(N_VARLEN_CASES, SEED), _run_varlen_case),
+    }[kind]
+    for case in cases:
+        print(json.dumps({"start": case["id"]}), flush=True)
+        result: dict[str, Any] = {"id": case["id"], "case": case}
+        try:
+            with torch.no_grad():
+                out = run(case)
+            result["outcome"] = "ok"
+            result["finite"] = bool(torch.isfinite(out.float()).all())
+        except BaseException as err:  # noqa: BLE001 - classified by the parent
+            result["outcome"] = "allowed" if _allowed(err) else "bad"
+            result["error"] = f"{type(err).__module__}.{type(err).__qualname__}: {str(err)[:300]}"
+        print(json.dumps(result), flush=True)
+
+
+def _run_child(kind: str) -> list[dict[str, Any]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.run(
+        [sys.executable, __file__, kind],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    results = [line for line in lines if "outcome" in line]
+    started = [line["start"] for line in lines if "start" in line]
+    if proc.returncode != 0:
+        crashed = started[-1] if started else None
+        pytest.fail(
+            f"the {kind} fuzz child died (exit {proc.returncode}) in case {crashed}: "
+            f"{[r['case'] for r in results[-1:]]}\n{proc.stderr[-3000:]}"
+        )
+    return results
+
+
+def _violations(results: list[dict[str, Any]]) -> list[str]:
+    bad = []
+    for r in results:
+        if r["outcome"] == "bad":
+            bad.append(f"case {r['case']}: {r['error']}")
+        elif r["outcome"] == "ok" and not r["finite"]:
+            bad.append(f"case {r['case']}: non-finite output returned silently")
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["attention", "varlen"])
+def test_attention_entry_points_never_crash_and_never_return_nan(kind):
+    results = _run_child(kind)
+    expected = N_ATTENTION_CASES if kind == "attention" else N_VARLEN_CASES
+    assert len(results) == expected
+    outcomes = {r["outcome"] for r in results}
+    assert {"ok", "allowed"} <= outcomes, f"the fuzz must exercise both paths, got {outcomes}"
+    assert not _violations(results), "\n".join(_violations(results)[:10])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attention() does not check its output: finite inputs near 1e30 overflow q·k to inf and the softmax "
+    "returns NaN. A per-call isfinite check would cost a device sync on every attention call; the guards are at the "
+    "edges instead (data within float32, NonFiniteGuard in training, check_finite in every predict)",
+)
+def test_attention_with_finite_but_huge_inputs_does_not_return_nan():
+    import torch
+
+    from formers.core.attention import attention
+
+    q = torch.full((1, 2, 4, 8), 1e30)
+    try:
+        out = attention(q, q, q)
+    except ValueError:
+        return
+    assert torch.isfinite(out).all()
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
