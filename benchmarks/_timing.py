@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from formers.core.machine import machine_report
+
 __all__ = ["Timing", "device_sync", "interleaved_timings", "matmul_candidate", "pin_threads", "load_average"]
 
 
@@ -94,7 +96,11 @@ def matmul_candidate(size: int, dtype: torch.dtype, device: torch.device) -> tup
 
 
 def write_json(path: Path | None, metrics: Mapping) -> None:
-    """Write a benchmark's metrics as indented JSON (creating the folder); ``None`` writes nothing."""
+    """Write a benchmark's metrics as indented JSON (creating the folder); ``None`` writes nothing.
+
+    Every benchmark JSON records the machine it ran on under ``machine`` (formers.core.machine.machine_report): CPU
+    kernels and speeds depend on the CPU kind, so numbers without it cannot be compared.
+    """
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        path.write_text(json.dumps({**metrics, "machine": machine_report()}, indent=2) + "\n")

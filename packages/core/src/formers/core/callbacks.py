@@ -26,7 +26,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from formers.core.machine import machine_report
+
 __all__ = [
+    "MachineInfo",
     "MetricsJSON",
     "NonFiniteGuard",
     "NonFiniteLossError",
@@ -324,3 +327,37 @@ def _largest_magnitude(batch: Any) -> float | None:
     if not peaks:
         return None
     return float("nan") if any(math.isnan(p) for p in peaks) else max(peaks)
+
+
+# ------------------------------------------------------------------------------------------------------ machine info
+
+
+class MachineInfo(Callback):
+    """Write :func:`formers.core.machine.machine_report` to ``<run_dir>/machine.json`` when training or test starts.
+
+    Results are byte-identical only on the same CPU kind and thread count, so every run records which it had. A file
+    of its own, not a key of ``metrics.json``: metrics stay comparable across machines (``dvc metrics diff`` shows no
+    machine noise). The file goes to the subcommand's log folder (``trainer.log_dir``): ``<run_dir>/machine.json`` for
+    ``fit``, ``<run_dir>/test/machine.json`` for ``test``, so a run tested elsewhere says so. Rank zero writes it,
+    atomically, once the run has started (after :class:`~formers.core.runsafety.RunDirTransaction` commits, so a run
+    that fails to start leaves the previous record).
+
+    Args:
+        path: output file; ``None``: ``machine.json`` in ``trainer.log_dir``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        self.path = None if path is None else Path(path)
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        if trainer.is_global_zero:
+            write_json_atomic(
+                self.path or Path(trainer.log_dir or trainer.default_root_dir) / "machine.json", machine_report()
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)

@@ -56,7 +56,7 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
 from torch.optim import Optimizer
 
-from formers.core.callbacks import NonFiniteGuard, RNGStateCheckpoint
+from formers.core.callbacks import MachineInfo, NonFiniteGuard, RNGStateCheckpoint
 from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.optim import optimizer_parameters
 from formers.core.runsafety import RunDirTransaction
@@ -250,6 +250,7 @@ class FormersCLI(LightningCLI):
         configured = config.get("callbacks") or []
         present = {type(c) for c in (configured if isinstance(configured, list) else [configured])}
         safety = [RNGStateCheckpoint(), NonFiniteGuard(), RunDirTransaction(getattr(self, "_log_dir", "."))]
+        safety.append(MachineInfo())  # <log_dir>/machine.json; after the transaction, which commits first
         return super()._instantiate_trainer(config, [*callbacks, *(c for c in safety if type(c) not in present)])
 
     def _begin_run_dir_transactions(self) -> None:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import platform
-
-import torch
-
 from formers.core.attention import list_backends
+from formers.core.machine import format_machine_report
 
 
 def main() -> None:
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
-    print(f"torch {torch.__version__} | python {platform.python_version()} | CUDA: {cuda}")
-    print(f"CPU threads: {torch.get_num_threads()} | CPU capability: {torch.backends.cpu.get_cpu_capability()}")
+    print(format_machine_report())
     infos = list_backends()
     width = max(len(i.name) for i in infos)
     print("backend=... of attention() (dense) and varlen_attention() / packed layers (cu_seqlens):")
