@@ -249,6 +249,58 @@ def _run_varlen_case(case: dict[str, Any]):
     return out
 
 
+def _family(name: str) -> str:
+    """Models of one family share a factory signature: ``pit_ti_224`` and ``pit_b_224`` -> ``pit``."""
+    return name.split("_")[0]
+
+
+def _model_cases() -> list[dict[str, Any]]:
+    """For one model of each family: every size argument of its registry ``test_kwargs`` set to 0 and to -1 (inside
+    a tuple: its first entry), a size given as a string, then unknown names and unknown arguments."""
+    from formers.core.registry import get_model_entry, list_models
+
+    cases: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for name in list_models():
+        if _family(name) in seen:
+            continue
+        seen.add(_family(name))
+        base = get_model_entry(name).test_kwargs
+        for key, value in base.items():
+            if isinstance(value, bool) or not isinstance(value, (int, tuple)):
+                continue
+            for bad in (0, -1):
+                if isinstance(value, tuple):
+                    first = value[0]
+                    new = ((bad, *first[1:]) if isinstance(first, tuple) else bad, *value[1:])
+                else:
+                    new = bad
+                cases.append({"name": name, "kwargs": {**base, key: new}, "what": f"{key}={new!r}"})
+            if isinstance(value, int):
+                cases.append({"name": name, "kwargs": {**base, key: str(value)}, "what": f"{key}={str(value)!r}"})
+    cases.append({"name": "no_such_model", "kwargs": {}, "what": "unknown name"})
+    cases.append({"name": "", "kwargs": {}, "what": "empty name"})
+    cases.append({"name": "itransformer", "kwargs": {"no_such_argument": 1}, "what": "unknown argument"})
+    return [{"id": i, **case} for i, case in enumerate(cases)]
+
+
+def _run_model_case(case: dict[str, Any]):
+    """Build through ``create_model``; a model that builds must run its own example inputs to a finite output."""
+    import torch
+
+    from formers.core.registry import create_model
+
+    kwargs = {k: _tuples(v) for k, v in case["kwargs"].items()}
+    model = create_model(case["name"], **kwargs).eval()
+    out = model(**model.example_inputs(batch_size=2))
+    return out if isinstance(out, torch.Tensor) else torch.cat([o.flatten() for o in out])
+
+
+def _tuples(value: Any) -> Any:
+    """JSON turned the registry's tuples into lists; give the factories their tuples back."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def _child(kind: str) -> None:
     """Run every case of ``kind`` and print one JSON line each (``start`` first, so a crash names its case)."""
     import torch
@@ -257,6 +309,7 @@ def _child(kind: str) -> None:
     cases, run = {
         "attention": (_attention_cases(N_ATTENTION_CASES, SEED), _run_attention_case),
         "varlen": (_varlen_cases(N_VARLEN_CASES, SEED), _run_varlen_case),
+        "models": (_model_cases(), _run_model_case),
     }[kind]
     for case in cases:
         print(json.dumps({"start": case["id"]}), flush=True)
@@ -304,14 +357,30 @@ def _violations(results: list[dict[str, Any]]) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("kind", ["attention", "varlen"])
-def test_attention_entry_points_never_crash_and_never_return_nan(kind):
+def _expected_cases(kind: str) -> int:
+    return {"attention": N_ATTENTION_CASES, "varlen": N_VARLEN_CASES}.get(kind) or len(_model_cases())
+
+
+@pytest.mark.parametrize("kind", ["attention", "varlen", "models"])
+def test_entry_points_never_crash_and_never_return_nan(kind):
+    """``attention``, ``varlen_attention``, and ``create_model`` (bad sizes of every model family, then a forward pass
+    of what builds) in a child process."""
     results = _run_child(kind)
-    expected = N_ATTENTION_CASES if kind == "attention" else N_VARLEN_CASES
-    assert len(results) == expected
+    assert len(results) == _expected_cases(kind)
     outcomes = {r["outcome"] for r in results}
     assert {"ok", "allowed"} <= outcomes, f"the fuzz must exercise both paths, got {outcomes}"
     assert not _violations(results), "\n".join(_violations(results)[:10])
+
+
+def test_bad_model_sizes_name_the_model_and_the_argument():
+    from formers.core.registry import create_model
+
+    with pytest.raises(ValueError, match=r"pit_ti_224: stride must be >= 1, got 0"):
+        create_model("pit_ti_224", img_size=32, patch_size=8, stride=0)
+    with pytest.raises(ValueError, match=r"swin_tiny_patch4_window7_224: depths must be >= 0, got -1"):
+        create_model("swin_tiny_patch4_window7_224", depths=(-1, 2, 2, 2))
+    with pytest.raises(TypeError, match=r"transformer_classifier: dim must be an integer .*got '32'"):
+        create_model("transformer_classifier", vocab_size=8, num_classes=2, dim="32")
 
 
 @pytest.mark.xfail(

@@ -60,6 +60,7 @@ def build_model(
             (:class:`~formers.core.weights.CheckpointError`, missing / unexpected keys listed).
     """
     entry = get_model_entry(name, domain=domain)
+    check_size_arguments(name, kwargs)
     if out_indices is not None and not features_only:
         raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
     _checkpoint_source(entry, pretrained, checkpoint_path, pretrained_cfg_overlay)  # fail before a slow build
@@ -73,6 +74,46 @@ def build_model(
         use_ema=use_ema,
     )
     return FeatureMapsModel(model, out_indices, entry.feature_info) if features_only else model
+
+
+# Size arguments of the registered factories: a zero or negative value fails deep inside torch (a negative tensor
+# dimension, a convolution larger than its input, a ZeroDivisionError) or, for heads, kills the interpreter.
+_POSITIVE_SIZES = frozenset(
+    {
+        "img_size", "patch_size", "stride", "in_chans", "embed_dim", "dim", "num_heads", "heads", "head_dim",
+        "base_dims", "token_dim", "window_size", "max_len", "vocab_size", "d_model", "d_ff", "n_heads", "seq_len",
+        "pred_len", "enc_in", "dec_in", "c_out", "moving_avg",
+    }
+)  # fmt: skip
+_NON_NEGATIVE_SIZES = frozenset({"num_classes", "label_len", "depth", "depths", "e_layers", "d_layers"})
+
+
+def check_size_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse size arguments (ints, or tuples of ints per stage) that are not integers or are below their minimum
+    (1, or 0 for class counts, label lengths and depths) before the factory runs, naming the model and argument.
+
+    Raises:
+        TypeError: a size that is not an integer (e.g. ``"32"``).
+        ValueError: a size below its minimum.
+    """
+    for key, value in kwargs.items():
+        if key in _POSITIVE_SIZES:
+            _check_size(name, key, value, 1)
+        elif key in _NON_NEGATIVE_SIZES:
+            _check_size(name, key, value, 0)
+
+
+def _check_size(name: str, key: str, value: Any, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            _check_size(name, key, item, minimum)
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: {key} must be an integer (or a tuple of them), got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: {key} must be >= {minimum}, got {value}")
 
 
 def prepare_model(
