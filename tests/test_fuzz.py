@@ -383,6 +383,254 @@ def test_bad_model_sizes_name_the_model_and_the_argument():
         create_model("transformer_classifier", vocab_size=8, num_classes=2, dim="32")
 
 
+# ------------------------------------------------------------------------------------------- data modules
+
+
+def _check_clean(call, what: str) -> Any:
+    """Run ``call``; an allowed exception is returned, anything else fails naming ``what``."""
+    try:
+        return call()
+    except ALLOWED as err:
+        return err
+    except Exception as err:  # noqa: BLE001 - the point of the fuzz
+        pytest.fail(f"{what}: {type(err).__module__}.{type(err).__qualname__} instead of a clear error: {err}")
+
+
+def _exercise(make_module) -> Any:
+    """Build a data module, ask its model sizes, build the splits and read every batch of every split: the batches
+    must be finite. Returns the first allowed exception, or None when everything loaded."""
+    import torch
+
+    from formers.core.runsafety import check_finite
+
+    module = make_module()
+    module.model_sizes()
+    module.setup("fit")
+    for split in ("train", "val", "test"):
+        for batch in module.dataloader(split):
+            check_finite(batch, f"{split} batch")
+            flat = batch if isinstance(batch, (list, tuple)) else [batch]
+            assert all(t.shape[0] > 0 for t in flat if isinstance(t, torch.Tensor))
+    return None
+
+
+def _series_csv(rows: int = 120) -> str:
+    import numpy as np
+    import pandas as pd
+
+    dates = pd.date_range("2021-01-01", periods=rows, freq="h")
+    gen = np.random.default_rng(0)
+    frame = pd.DataFrame({"date": dates, "a": gen.normal(size=rows), "OT": gen.normal(size=rows)})
+    return frame.to_csv(index=False)
+
+
+def _edit_lines(text: str, edit) -> str:
+    lines = text.splitlines()
+    return "\n".join(edit(lines)) + "\n"
+
+
+def _replace_cell(lines: list[str], row: int, column: int, value: str) -> list[str]:
+    cells = lines[row + 1].split(",")
+    cells[column] = value
+    return [*lines[: row + 1], ",".join(cells), *lines[row + 2 :]]
+
+
+BAD_CSVS: dict[str, Any] = {
+    "empty": lambda good: "",
+    "header_only": lambda good: good.splitlines()[0] + "\n",
+    "non_numeric": lambda good: _edit_lines(good, lambda ls: _replace_cell(ls, 5, 1, "abc")),
+    "nan": lambda good: _edit_lines(good, lambda ls: _replace_cell(ls, 5, 1, "nan")),
+    "empty_cell": lambda good: _edit_lines(good, lambda ls: _replace_cell(ls, 5, 2, "")),
+    "inf": lambda good: _edit_lines(good, lambda ls: _replace_cell(ls, 5, 2, "inf")),
+    "beyond_float32": lambda good: _edit_lines(good, lambda ls: _replace_cell(ls, 5, 1, "1e39")),
+    "reversed_dates": lambda good: _edit_lines(good, lambda ls: [ls[0], *ls[:0:-1]]),
+    "duplicated_dates": lambda good: _edit_lines(good, lambda ls: [*ls[:10], ls[9], *ls[10:]]),
+    "duplicated_header": lambda good: _edit_lines(good, lambda ls: ["date,OT,OT", *ls[1:]]),
+    "missing_date_column": lambda good: _edit_lines(good, lambda ls: [",".join(x.split(",")[1:]) for x in ls]),
+    "missing_target": lambda good: _edit_lines(good, lambda ls: ["date,a,b", *ls[1:]]),
+    "bad_date": lambda good: _edit_lines(good, lambda ls: _replace_cell(ls, 3, 0, "not a date")),
+    "semicolons": lambda good: good.replace(",", ";"),
+    "ragged_row": lambda good: _edit_lines(good, lambda ls: [*ls[:4], ls[4] + ",1,2", *ls[5:]]),
+    "too_few_rows": lambda good: "\n".join(good.splitlines()[:20]) + "\n",
+    "binary": lambda good: bytes(range(256)) * 4,
+    "latin1": lambda good: good.replace("OT", "\xd6T").encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSVS))
+def test_forecast_data_module_on_bad_csvs_fails_clearly(case, tmp_path):
+    from formers.timeseries.data import ForecastDataModule
+
+    content = BAD_CSVS[case](_series_csv())
+    path = tmp_path / "series.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    kwargs = {"seq_len": 24, "label_len": 12, "pred_len": 8, "batch_size": 16, "split": "ratio"}
+    err = _check_clean(lambda: _exercise(lambda: ForecastDataModule(str(path), **kwargs)), f"ForecastDataModule {case}")
+    assert err is not None, f"ForecastDataModule accepted the {case} CSV"
+    assert str(path) in str(err) or isinstance(err, FileNotFoundError), f"{case}: the message must name the file: {err}"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"seq_len": 0},
+        {"pred_len": -1},
+        {"label_len": 30},
+        {"seq_len": "24"},
+        {"features": "X"},
+        {"split": "bogus"},
+        {"freq": "fortnightly"},
+        {"batch_size": 0},
+        {"ratios": (0.0, 0.5, 0.5)},
+        {"ratios": (0.9, 0.05, 0.05)},
+        {"ratios": (-0.2, 0.6, 0.6)},
+        {"target": "missing"},
+        {"date_column": "when"},
+        {"path": "missing.csv"},
+        {"path": "."},
+    ],
+    ids=str,
+)
+def test_forecast_data_module_bad_arguments_fail_clearly(kwargs, tmp_path, monkeypatch):
+    from formers.timeseries.data import ForecastDataModule
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "series.csv").write_text(_series_csv())
+    args = {"path": "series.csv", "seq_len": 24, "label_len": 12, "pred_len": 8, "split": "ratio", **kwargs}
+    err = _check_clean(lambda: _exercise(lambda: ForecastDataModule(**args)), f"ForecastDataModule {kwargs}")
+    assert err is not None, f"ForecastDataModule accepted {kwargs}"
+
+
+def test_forecast_data_module_reads_the_valid_csv(tmp_path):
+    """The fuzz's base file is valid: each bad case above is bad because of its one edit."""
+    from formers.timeseries.data import ForecastDataModule
+
+    path = tmp_path / "series.csv"
+    path.write_text(_series_csv())
+    assert _exercise(lambda: ForecastDataModule(str(path), seq_len=24, label_len=12, pred_len=8, split="ratio")) is None
+
+
+def _png(path: Path, size: int = 12, seed: int = 0) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _image_tree(root: Path, splits=("train", "test"), classes=("a", "b"), per_class: int = 3) -> Path:
+    for split in splits:
+        for c in classes:
+            for i in range(per_class):
+                _png(root / split / c / f"{i}.png", seed=i)
+    return root
+
+
+def _break_tree(case: str, root: Path) -> Path:
+    if case == "missing_root":
+        return root / "nowhere"
+    if case == "empty_root":
+        root.mkdir()
+        return root
+    if case == "root_is_a_file":
+        root.write_text("not a folder")
+        return root
+    if case == "empty_class_folders":
+        for split in ("train", "test"):
+            for c in ("a", "b"):
+                (root / split / c).mkdir(parents=True)
+        return root
+    if case == "only_train":
+        return _image_tree(root, splits=("train",))
+    if case == "different_classes":
+        _image_tree(root, splits=("train",))
+        return _image_tree(root, splits=("test",), classes=("a", "c"))
+    _image_tree(root)
+    bad = root / "train" / "a"
+    if case == "corrupt_jpeg":
+        (bad / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+    elif case == "zero_byte_png":
+        (bad / "empty.png").write_bytes(b"")
+    elif case == "text_file":
+        (bad / "notes.txt").write_text("not an image")
+        return "accepted"  # type: ignore[return-value]
+    elif case == "truncated_png":
+        data = (bad / "0.png").read_bytes()
+        (bad / "cut.png").write_bytes(data[: len(data) // 2])
+    return root
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_root",
+        "empty_root",
+        "root_is_a_file",
+        "empty_class_folders",
+        "only_train",
+        "different_classes",
+        "corrupt_jpeg",
+        "zero_byte_png",
+        "truncated_png",
+        "text_file",
+    ],
+)
+def test_image_folder_data_module_on_bad_folders_fails_clearly(case, tmp_path):
+    from formers.vision.data import ImageFolderDataModule
+
+    root = tmp_path / "images"
+    broken = _break_tree(case, root)
+    if broken == "accepted":  # a non-image file in a class folder is not an image of the class: it is ignored
+        assert _exercise(lambda: ImageFolderDataModule(str(root), img_size=8, batch_size=4)) is None
+        return
+    make = lambda: ImageFolderDataModule(str(broken), img_size=8, batch_size=4, val_fraction=0.0)  # noqa: E731
+    err = _check_clean(lambda: _exercise(make), f"ImageFolderDataModule {case}")
+    assert err is not None, f"ImageFolderDataModule accepted the {case} tree"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"in_chans": 2}, {"val_fraction": 1.0}, {"img_size": 0}, {"img_size": -4}, {"batch_size": 0}, {"mixup": -1.0}],
+    ids=str,
+)
+def test_image_folder_data_module_bad_arguments_fail_clearly(kwargs, tmp_path):
+    from formers.vision.data import ImageFolderDataModule
+
+    root = _image_tree(tmp_path / "images")
+    args = {"root": str(root), "img_size": 8, "batch_size": 4, **kwargs}
+    err = _check_clean(lambda: _exercise(lambda: ImageFolderDataModule(**args)), f"ImageFolderDataModule {kwargs}")
+    assert err is not None, f"ImageFolderDataModule accepted {kwargs}"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"task": "bogus"},
+        {"vocab_size": 0},
+        {"vocab_size": -3},
+        {"num_classes": 1},
+        {"num_classes": 40},
+        {"seq_len": 0},
+        {"seq_len": -5},
+        {"task": "associative_recall", "seq_len": 8},
+        {"task": "associative_recall", "seq_len": 31},
+        {"num_train": 0},
+        {"num_val": -1},
+        {"batch_size": 0},
+        {"num_workers": -1},
+        {"vocab_size": "16"},
+    ],
+    ids=str,
+)
+def test_synthetic_sequence_data_module_bad_arguments_fail_clearly(kwargs):
+    from formers.core.data import SyntheticSequenceDataModule
+
+    args = {"num_train": 32, "num_val": 16, "num_test": 16, "batch_size": 16, **kwargs}
+    err = _check_clean(lambda: _exercise(lambda: SyntheticSequenceDataModule(**args)), f"Synthetic {kwargs}")
+    assert err is not None, f"SyntheticSequenceDataModule accepted {kwargs}"
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="attention() does not check its output: finite inputs near 1e30 overflow q·k to inf and the softmax "
