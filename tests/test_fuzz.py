@@ -631,6 +631,218 @@ def test_synthetic_sequence_data_module_bad_arguments_fail_clearly(kwargs):
     assert err is not None, f"SyntheticSequenceDataModule accepted {kwargs}"
 
 
+# ----------------------------------------------------------------------------------------------------- predict
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+
+
+def _fit(domain: str, run_dir: Path, *args: str) -> Path:
+    """A seconds-long ``formers-<domain> fit`` of the domain's tiny config; returns its ``best.ckpt``."""
+    from importlib import import_module
+
+    main = import_module({"core": "formers.core.main"}.get(domain, f"formers.{domain}.domain")).main
+    config = REPO / "pipelines" / domain / "tiny.yaml"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", [f"formers-{domain}"])
+        main(["fit", "--config", str(config), "--run_dir", str(run_dir), *QUICK, *args])
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Any]:
+    """A tiny checkpoint of each domain with predict, and a valid input for each."""
+    from formers.timeseries.synthetic import write_synthetic_csv
+    from formers.vision.synthetic import write_shapes_dataset
+
+    root = tmp_path_factory.mktemp("trained")
+    csv = write_synthetic_csv(root / "series.csv", rows=400, channels=2, seed=3)
+    shapes = write_shapes_dataset(root / "shapes", train_per_class=3, test_per_class=2, size=32)
+    tokens = root / "tokens.txt"
+    tokens.write_text("1 2 3 4 5 6\n7 7 7 7\n")
+    return {
+        "core": (_fit("core", root / "core"), tokens),
+        "timeseries": (_fit("timeseries", root / "ts", f"--data.init_args.path={csv}"), csv),
+        "vision": (
+            _fit(
+                "vision",
+                root / "vision",
+                f"--data.init_args.root={shapes}",
+                "--data.init_args.batch_size=4",
+                "--data.init_args.val_fraction=0.3",
+            ),
+            shapes / "test",
+        ),
+    }
+
+
+def _predict(domain: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    """``formers-<domain> predict ARGV``: (exit status, stdout, stderr); any other exception fails the test."""
+    from importlib import import_module
+
+    main = import_module({"core": "formers.core.main"}.get(domain, f"formers.{domain}.domain")).main
+    capsys.readouterr()
+    try:
+        main(["predict", *map(str, argv)])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except Exception as err:  # noqa: BLE001 - the point of the fuzz
+        pytest.fail(f"{domain} predict {argv}: {type(err).__module__}.{type(err).__qualname__} escaped: {err}")
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _bad_checkpoint(case: str, good: Path, other: Path, folder: Path) -> Path:
+    import pickle
+
+    import torch
+
+    path = folder / f"{case}.ckpt"
+    data = good.read_bytes()
+    if case == "missing":
+        return folder / "missing.ckpt"
+    if case == "folder":
+        return folder
+    if case == "foreign":
+        return other
+    if case == "text":
+        path.write_text("not a checkpoint\n")
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "pickled_object":
+        path.write_bytes(pickle.dumps(Path("x")))
+    elif case in ("tensor", "no_state_dict", "outside_class", "nan_weights", "no_model_name"):
+        ckpt = torch.load(good, weights_only=True)
+        if case == "tensor":
+            ckpt = torch.zeros(3)
+        elif case == "no_state_dict":
+            del ckpt["state_dict"]
+        elif case == "outside_class":
+            ckpt["hyper_parameters"]["_class_path"] = "os.system"
+        elif case == "no_model_name":
+            del ckpt["hyper_parameters"]["model"]
+        else:
+            ckpt["state_dict"] = {
+                k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                for k, v in ckpt["state_dict"].items()
+            }
+        torch.save(ckpt, path)
+    return path
+
+
+BAD_CHECKPOINTS = [
+    "missing",
+    "folder",
+    "foreign",
+    "text",
+    "empty",
+    "truncated",
+    "pickled_object",
+    "tensor",
+    "no_state_dict",
+    "outside_class",
+    "no_model_name",
+    "nan_weights",
+]
+DOMAINS = ["core", "timeseries", "vision"]
+
+
+def _assert_clean_failure(code: int, err: str, what: str) -> None:
+    assert code != 0, f"{what} exited 0"
+    assert err.strip(), f"{what} exited {code} without a message on stderr"
+    assert "Traceback" not in err, f"{what} printed a traceback:\n{err[-2000:]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_predict_on_bad_checkpoints_exits_non_zero_with_a_message(domain, trained, tmp_path, capsys):
+    good, inputs = trained[domain]
+    other = trained["core" if domain != "core" else "vision"][0]
+    for case in BAD_CHECKPOINTS:
+        ckpt = _bad_checkpoint(case, good, other, tmp_path)
+        code, _, err = _predict(domain, ["--ckpt", ckpt, inputs], capsys)
+        _assert_clean_failure(code, err, f"{domain} predict with the {case} checkpoint")
+        if case not in ("nan_weights",):
+            assert str(ckpt) in err, f"{domain} predict, {case} checkpoint: the message must name the file: {err}"
+
+
+def _bad_inputs(domain: str, valid: Path, folder: Path) -> dict[str, list[Path]]:
+    """Inputs each domain must refuse (files it cannot read, wrong content, nothing to predict)."""
+    empty_dir = folder / "empty_dir"
+    empty_dir.mkdir()
+    cases = {"missing": [folder / "missing.input"], "empty_folder": [empty_dir]}
+    if domain == "core":
+        for name, text in {
+            "letters": "a b c\n",
+            "negative_ids": "1 -2 3\n",
+            "out_of_vocab": "1 2 999\n",
+            "too_long": " ".join(["1"] * 100) + "\n",
+            "floats": "1.5 2.5\n",
+            "binary": "\udcff",
+        }.items():
+            path = folder / f"{name}.txt"
+            path.write_bytes(b"\xff\xfe\x00" if name == "binary" else text.encode())
+            cases[name] = [path]
+    elif domain == "timeseries":
+        good = valid.read_text()
+        for name in ("reversed_dates", "beyond_float32", "non_numeric", "missing_target", "header_only", "empty"):
+            text = BAD_CSVS[name](good)
+            path = folder / f"{name}.csv"
+            path.write_text(text)
+            cases[name] = [path]
+        short = folder / "short.csv"
+        short.write_text("\n".join(good.splitlines()[:10]) + "\n")
+        cases["too_few_rows"] = [short]
+        cases["two_csvs"] = [valid, valid]
+    else:
+        broken = folder / "images"
+        broken.mkdir()
+        (broken / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+        (broken / "empty.png").write_bytes(b"")
+        cases["only_corrupt_images"] = [broken]
+        (folder / "notes").mkdir()
+        (folder / "notes" / "a.txt").write_text("not an image")
+        cases["no_images"] = [folder / "notes"]
+        cases["one_corrupt_among_good"] = [broken / "broken.jpg", next(valid.rglob("*.png"))]
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_predict_on_bad_inputs_exits_non_zero_with_a_message(domain, trained, tmp_path, capsys):
+    good, valid = trained[domain]
+    code, out, err = _predict(domain, ["--ckpt", good, valid], capsys)
+    assert code == 0 and out.strip(), f"{domain} predict on its valid input failed: {err[-2000:]}"
+    assert "nan" not in out.lower() and "inf" not in out.lower().replace("info", "")
+    code, _, err = _predict(domain, ["--ckpt", good], capsys)
+    _assert_clean_failure(code, err, f"{domain} predict without inputs")
+    for case, inputs in _bad_inputs(domain, valid, tmp_path).items():
+        code, out, err = _predict(domain, ["--ckpt", good, *inputs], capsys)
+        _assert_clean_failure(code, err, f"{domain} predict on {case}")
+        if case == "one_corrupt_among_good":  # the good image is still predicted
+            assert str(inputs[1]) in out and str(inputs[0]) in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_predict_never_writes_over_its_inputs(domain, trained, tmp_path, capsys):
+    """--out as the input, the checkpoint, the input spelled with ``..``, the folder holding the input, or an
+    existing folder: a message and a non-zero exit, and the files are untouched."""
+    good, valid = trained[domain]
+    first = valid if valid.is_file() else next(valid.rglob("*.png"))
+    before = {p: p.read_bytes() for p in (first, good)}
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    for out in (first, good, first.parent / "sub" / ".." / first.name, first.parent, folder):
+        code, _, err = _predict(domain, ["--ckpt", good, first, "--out", out], capsys)
+        _assert_clean_failure(code, err, f"{domain} predict --out {out}")
+    assert {p: p.read_bytes() for p in before} == before
+    assert not any(folder.iterdir())
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="attention() does not check its output: finite inputs near 1e30 overflow q·k to inf and the softmax "

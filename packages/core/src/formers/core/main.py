@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from formers.core.domain import Domain, TrainedRun
-from formers.core.predict import Predictor, check_finite, iter_files
+from formers.core.predict import InputError, Predictor, check_finite, iter_files
 from formers.core.tasks import Task
 
 __all__ = ["DOMAIN", "TokenPredictor", "main"]
@@ -42,6 +42,13 @@ class TokenPredictor(Predictor):
     def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
         if not inputs:
             raise ValueError("give at least one input file")
+        model = run.hparams.get("model")
+        domain = _model_domain(model)
+        if domain not in (None, "core"):
+            raise InputError(
+                f"{run.path} holds a {domain} model ({model!r}), not a model of token ids; predict with "
+                f"formers-{domain} predict"
+            )
         sizes = {**(run.hparams.get("data_sizes") or {}), **(run.hparams.get("model_kwargs") or {})}
         vocab_size = sizes.get("vocab_size", math.inf)
         rows = ["source\tlabel\tprobability"]
@@ -61,12 +68,24 @@ class TokenPredictor(Predictor):
                 check_finite(probs, "class probabilities", source=f"{path}:{number}")
                 prob, label = probs.max(-1)
                 rows.append(f"{path}:{number}\t{int(label)}\t{float(prob):.4f}")
+        if len(rows) == 1 and not self.failures:
+            raise InputError(f"no sequences of token ids in {', '.join(map(str, inputs))}")
         text = "\n".join(rows) + "\n"
         if options.out is None:
             return text
         Path(options.out).parent.mkdir(parents=True, exist_ok=True)
         Path(options.out).write_text(text)
         return f"wrote {options.out} ({len(rows) - 1} sequences)"
+
+
+def _model_domain(name: object) -> str | None:
+    """The registry domain of a model name (``None`` when it is not registered)."""
+    from formers.core.registry import get_model_entry
+
+    try:
+        return get_model_entry(str(name)).domain
+    except ValueError:
+        return None
 
 
 DOMAIN = Domain(

@@ -98,10 +98,12 @@ def predict_main(domain: Domain, argv: Sequence[str]) -> int:
         inputs = [Path(p) for p in options.inputs]
         if options.out is not None:
             refuse_overwrite(options.out, inputs + [ckpt] + ([Path(options.config)] if options.config else []))
+            if Path(options.out).is_dir():
+                raise ValueError(f"--out {options.out} is a folder; give the path of the output file")
         run = load_trained(ckpt, task_class=domain.task_class, model_config=model_config)
         with torch.inference_mode():
             text = predictor.predict(run, inputs, options)
-    except (CheckpointError, InputError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, InputError, ValueError, OSError) as err:  # OSError: an output that cannot be written
         print(f"{domain.script} predict: error: {err}", file=sys.stderr)
         return 1 if not isinstance(err, FileNotFoundError) or options.inputs else 2
     if text:
