@@ -267,22 +267,25 @@ def test_an_unscaled_column_near_1e30_stops_training_naming_the_step(tmp_path, s
 
 
 @pytest.mark.slow
-def test_timeseries_predict_out_equal_to_the_input_csv_leaves_it_untouched(tmp_path):
+def test_timeseries_predict_out_equal_to_the_input_csv_leaves_it_untouched(tmp_path, monkeypatch, capsys):
+    from formers.timeseries.domain import main
     from formers.timeseries.synthetic import write_synthetic_csv
 
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["formers-timeseries"])
     csv = write_synthetic_csv(tmp_path / "series.csv", rows=300, channels=2, seed=0)
     run_dir = tmp_path / "run"
-    fit = _timeseries(
-        "fit", "--config", str(TS_TINY), "--run_dir", str(run_dir), f"--data.init_args.path={csv}", *QUICK, cwd=tmp_path
-    )
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    main(["fit", "--config", str(TS_TINY), "--run_dir", str(run_dir), f"--data.init_args.path={csv}", *QUICK])
     before = csv.read_bytes()
-    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    ckpt = str(run_dir / "checkpoints" / "best.ckpt")
+    capsys.readouterr()
     for out in (str(csv), "series.csv", "./sub/../series.csv"):
-        proc = _timeseries("predict", "--ckpt", str(ckpt), "series.csv", "--out", out, cwd=tmp_path)
-        assert proc.returncode != 0 and "is the input" in proc.stderr, proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", "--ckpt", ckpt, "series.csv", "--out", out])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1 and "is the input" in err and "Traceback" not in err, err
     assert csv.read_bytes() == before
-    ok = _timeseries("predict", "--ckpt", str(ckpt), "series.csv", "--out", "forecast.csv", cwd=tmp_path)
-    assert ok.returncode == 0 and (tmp_path / "forecast.csv").is_file(), ok.stderr[-2000:]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--ckpt", ckpt, "series.csv", "--out", "forecast.csv"])
+    assert exit_info.value.code == 0 and (tmp_path / "forecast.csv").is_file(), capsys.readouterr().err
     assert csv.read_bytes() == before
