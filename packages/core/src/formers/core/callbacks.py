@@ -351,10 +351,9 @@ class MachineInfo(Callback):
         self.path = None if path is None else Path(path)
 
     def _write(self, trainer: pl.Trainer) -> None:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, or rank zero waits forever
         if trainer.is_global_zero:
-            write_json_atomic(
-                self.path or Path(trainer.log_dir or trainer.default_root_dir) / "machine.json", machine_report()
-            )
+            write_json_atomic(self.path or Path(log_dir or trainer.default_root_dir) / "machine.json", machine_report())
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
