@@ -38,7 +38,7 @@ def test_predict_reports_bad_input(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--ckpt", str(tmp_path / "missing.ckpt"), str(tmp_path / "x.csv")])
     assert exit_info.value.code == 1
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "missing.ckpt" in capsys.readouterr().err
 
 
 def _cli() -> list[str]:

@@ -71,11 +71,7 @@ class TokenPredictor(Predictor):
         if len(rows) == 1 and not self.failures:
             raise InputError(f"no sequences of token ids in {', '.join(map(str, inputs))}")
         text = "\n".join(rows) + "\n"
-        if options.out is None:
-            return text
-        Path(options.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(options.out).write_text(text)
-        return f"wrote {options.out} ({len(rows) - 1} sequences)"
+        return self.emit(text, options, f"{len(rows) - 1} sequences")
 
 
 def _model_domain(name: object) -> str | None:

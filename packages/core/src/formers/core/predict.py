@@ -19,6 +19,7 @@ Every input is tried: a bad one is reported (file and reason) and the others are
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,17 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self.failures: list[str] = []
+
+    def emit(self, text: str, options: argparse.Namespace, summary: str) -> str:
+        """``text`` for standard output, or written to ``--out`` (atomically) with a one-line ``wrote OUT (summary)``."""
+        if options.out is None:
+            return text
+        out = Path(options.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        partial.write_text(text)
+        os.replace(partial, out)  # a killed predict never leaves half a file under the output's name
+        return f"wrote {out} ({summary})"
 
     def report(self, message: str) -> None:
         """A failed input: printed to stderr at once, counted for the exit status."""

@@ -202,22 +202,14 @@ class ClassificationTask(Task):
     accuracy are exact over the split (a mean over samples, not over batches).
 
     Args:
-        model, model_kwargs, data_sizes, attention_backend, checkpoint_path: see :class:`Task`.
+        *args, **kwargs: :class:`Task`'s (``model``, ``model_kwargs``, ``data_sizes``, ...).
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
     """
 
-    def __init__(
-        self,
-        model: str,
-        model_kwargs: dict[str, Any] | None = None,
-        data_sizes: dict[str, Any] | None = None,
-        attention_backend: str | None = None,
-        checkpoint_path: str | None = None,
-        label_smoothing: float = 0.0,
-    ) -> None:
+    def __init__(self, *args: Any, label_smoothing: float = 0.0, **kwargs: Any) -> None:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        super().__init__(model, model_kwargs, data_sizes, attention_backend, checkpoint_path)
+        super().__init__(*args, **kwargs)
         self.label_smoothing = label_smoothing
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -240,22 +232,14 @@ class RegressionTask(Task):
     targets work with ``(batch, 1)`` predictions).
 
     Args:
-        model, model_kwargs, data_sizes, attention_backend, checkpoint_path: see :class:`Task`.
+        *args, **kwargs: :class:`Task`'s (``model``, ``model_kwargs``, ``data_sizes``, ...).
         loss: ``"mse"`` or ``"mae"`` (L1).
     """
 
-    def __init__(
-        self,
-        model: str,
-        model_kwargs: dict[str, Any] | None = None,
-        data_sizes: dict[str, Any] | None = None,
-        attention_backend: str | None = None,
-        checkpoint_path: str | None = None,
-        loss: Literal["mse", "mae"] = "mse",
-    ) -> None:
+    def __init__(self, *args: Any, loss: Literal["mse", "mae"] = "mse", **kwargs: Any) -> None:
         if loss not in ("mse", "mae"):
             raise ValueError(f"loss must be 'mse' or 'mae', got {loss!r}")
-        super().__init__(model, model_kwargs, data_sizes, attention_backend, checkpoint_path)
+        super().__init__(*args, **kwargs)
         self.loss_name = self.loss_metric = loss
 
     def _aligned(self, output: Tensor, target: Tensor) -> Tensor:

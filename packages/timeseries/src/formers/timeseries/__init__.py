@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_model", "list_models", "ForecastDataModule", "ForecastTask", "forecast"]
 
-DOMAIN = "timeseries"
+_DOMAIN = "timeseries"  # the registry domain name (the CLI declaration is formers.timeseries.domain.DOMAIN)
 _LAZY = {
     "ForecastDataModule": "formers.timeseries.data",
     "ForecastTask": "formers.timeseries.task",
@@ -37,7 +37,7 @@ _LAZY = {
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered time-series model names (optionally filtered by a glob ``pattern``)."""
-    return registry.list_models(pattern, domain=DOMAIN)
+    return registry.list_models(pattern, domain=_DOMAIN)
 
 
 def create_model(name: str, **hparams: Any) -> nn.Module:
@@ -50,7 +50,7 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
         ValueError: when ``name`` is not a time-series model (an unknown name, or one of another domain: the message
             says which).
     """
-    return build_model(name, domain=DOMAIN, **hparams)
+    return build_model(name, domain=_DOMAIN, **hparams)
 
 
 def __getattr__(name: str) -> Any:

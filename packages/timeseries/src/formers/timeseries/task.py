@@ -16,7 +16,7 @@ Like the core tasks, no ``configure_optimizers``: the run config sets the optimi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,30 +32,17 @@ __all__ = ["ForecastTask"]
 class ForecastTask(Task):
     """Forecasting with an MSE loss on the standardized scale.
 
-    Args:
-        model: registered model name (``itransformer``, ``autoformer``, ``informer``, ...).
-        model_kwargs: the model's hyper-parameters (Time-Series-Library names: d_model, n_heads, e_layers, ...).
-        data_sizes: ``seq_len``, ``label_len``, ``pred_len``, ``enc_in``, ``dec_in`` (and ``c_out`` for M/S) of the
-            data, linked by the CLI from :meth:`formers.timeseries.data.ForecastDataModule.model_sizes`.
-        attention_backend: backend of every attention call of the model (``None``: ``auto``).
-        checkpoint_path: initial weights.
+    Arguments are :class:`~formers.core.tasks.Task`'s: ``model`` (``itransformer``, ``autoformer``, ``informer``,
+    ...), ``model_kwargs`` (Time-Series-Library names: d_model, n_heads, e_layers, ...), ``data_sizes`` (``seq_len``,
+    ``label_len``, ``pred_len``, ``enc_in``, ``dec_in`` and, for M/S, ``c_out``, linked by the CLI from
+    :meth:`formers.timeseries.data.ForecastDataModule.model_sizes`), ``attention_backend``, ``checkpoint_path``.
 
     ``features`` (``"M"``, ``"S"``, ``"MS"``: which channels are scored) is the data module's, read at setup (an
     argument here would be a second place to keep in sync); without a data module it is ``"M"``.
     """
 
     loss_metric = "mse"  # val/test loss: the exact float64 MSE over the split
-
-    def __init__(
-        self,
-        model: str,
-        model_kwargs: dict[str, Any] | None = None,
-        data_sizes: dict[str, Any] | None = None,
-        attention_backend: str | None = None,
-        checkpoint_path: str | None = None,
-    ) -> None:
-        super().__init__(model, model_kwargs, data_sizes, attention_backend, checkpoint_path)
-        self.features: Literal["M", "S", "MS"] = "M"
+    features: Literal["M", "S", "MS"] = "M"
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

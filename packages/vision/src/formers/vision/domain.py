@@ -64,11 +64,7 @@ class ImagePredictor(Predictor):
             if images:
                 rows += self._top_k(run, torch.stack(images), names, classes, options.top_k)
         text = "\n".join(rows) + "\n" if rows else ""
-        if options.out is None:
-            return text
-        Path(options.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(options.out).write_text(text)
-        return f"wrote {options.out} ({len(rows)} images)"
+        return self.emit(text, options, f"{len(rows)} images")
 
     @staticmethod
     def _top_k(run: TrainedRun, batch: torch.Tensor, paths: list[Path], classes: list[str], k: int) -> list[str]:

@@ -43,30 +43,19 @@ class ImageClassificationTask(ClassificationTask):
     """Image classification with any formers vision model.
 
     Args:
-        model: vision model name (``formers.vision.list_models()``).
-        model_kwargs: model arguments (``drop_path_rate``, ``patch_size``, ...).
-        data_sizes: ``num_classes``, ``img_size``, ``in_chans`` of the data (linked by the CLI).
-        attention_backend: backend of every attention call of the model (``None``: ``auto``).
-        checkpoint_path: initial weights (fine-tuning; official, timm or formers format); ``None`` trains from scratch.
-        label_smoothing: smoothing of hard targets (Mixup batches carry their own smoothing).
+        *args, **kwargs: :class:`~formers.core.tasks.ClassificationTask`'s: ``model`` (a vision model name),
+            ``model_kwargs`` (``drop_path_rate``, ``patch_size``, ...), ``data_sizes`` (``num_classes``, ``img_size``,
+            ``in_chans``, linked by the CLI), ``attention_backend``, ``checkpoint_path`` (initial weights for
+            fine-tuning: official, timm or formers format), ``label_smoothing`` (of hard targets; Mixup batches carry
+            their own smoothing).
         top_k: the ``k`` of ``acc_top5`` (capped at the number of classes; the metric name stays ``acc_top5``).
         confusion_csv: where ``test`` writes the confusion rows; ``None``: ``<trainer.log_dir>/confusion.csv``.
     """
 
-    def __init__(
-        self,
-        model: str,
-        model_kwargs: dict[str, Any] | None = None,
-        data_sizes: dict[str, Any] | None = None,
-        attention_backend: str | None = None,
-        checkpoint_path: str | None = None,
-        label_smoothing: float = 0.0,
-        top_k: int = 5,
-        confusion_csv: str | None = None,
-    ) -> None:
+    def __init__(self, *args: Any, top_k: int = 5, confusion_csv: str | None = None, **kwargs: Any) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
-        super().__init__(model, model_kwargs, data_sizes, attention_backend, checkpoint_path, label_smoothing)
+        super().__init__(*args, **kwargs)
         self.top_k = top_k
         self.confusion_csv = confusion_csv
         self._test_rows: list[tuple[Tensor, Tensor]] | None = None
