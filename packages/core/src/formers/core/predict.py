@@ -65,7 +65,7 @@ class Predictor:
         self.failures: list[str] = []
 
     def emit(self, text: str, options: argparse.Namespace, summary: str) -> str:
-        """``text`` for standard output, or written to ``--out`` (atomically) with a one-line ``wrote OUT (summary)``."""
+        """``text`` for standard output, or written to ``--out`` (atomically) with a ``wrote OUT (summary)`` line."""
         if options.out is None:
             return text
         out = Path(options.out)
