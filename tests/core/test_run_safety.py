@@ -463,3 +463,51 @@ def test_a_started_run_commits(tmp_path):
     _logged_fit(run_dir, TinyRegressor(lr=0.02), transaction)
     assert not transaction.open and not (run_dir / ".formers-previous").exists()
     assert json.loads((run_dir / "dvclive" / "metrics.json").read_text())["step"] > 0
+
+
+# ------------------------------------------------------------------------------- fault injection with real SIGKILLs
+
+
+def _fit_process(run_dir: Path, epochs: int, *extra: str) -> list[str]:
+    script = Path(sys.executable).with_name("formers-core")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "formers.core.main"]
+    return [*command, "fit", "--config", str(TINY), "--run_dir", str(run_dir), f"--trainer.max_epochs={epochs}", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0])
+def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(tmp_path, seed):
+    """A real ``formers-core fit`` killed with SIGKILL at a random moment (inside a step, while a checkpoint is being
+    written, with ``$TMPDIR`` on another filesystem than the run), then resumed with ``--ckpt_path last``, ends with
+    the uninterrupted run's metrics.json, metrics.csv and DVCLive history, byte for byte."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    other_fs = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path  # tmpfs: another filesystem than /tmp
+    tmpdir = Path(other_fs) / f"formers-tmp-{os.getpid()}-{seed}"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir), "DVC_NO_ANALYTICS": "1"}
+    epochs, rng = 4, random.Random(seed)
+    try:
+        subprocess.run(_fit_process(tmp_path / "whole", epochs), env=env, check=True, capture_output=True)
+        killed = tmp_path / "killed"
+        args = _fit_process(killed, epochs)
+        for _ in range(2):  # two kills at random moments, each after at least one checkpoint exists
+            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            last, deadline = killed / "checkpoints" / "last.ckpt", time.monotonic() + 120
+            while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 1.5))  # inside a step, a validation or a checkpoint write
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            args = _fit_process(killed, epochs, "--ckpt_path=last")
+        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    whole, resumed = _histories(tmp_path / "whole"), _histories(killed)
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        assert resumed[name] == whole[name], f"{name} differs after SIGKILL + resume"
