@@ -20,8 +20,9 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
   ``predict`` (so evaluating a trained run never overwrites its training logs). With the defaults::
 
       <run_dir>/config.yaml                 resolved config (SaveConfigCallback, overwritten on re-runs)
-      <run_dir>/metrics.csv, hparams.yaml   CSVLogger, first logger, so trainer.log_dir == ${log_dir}
-      <run_dir>/dvclive/                    DVCLiveLogger (dvcyaml: null, save_dvc_exp: false: safe in a DVC stage)
+      <run_dir>/metrics.csv, hparams.yaml   ResumableCSVLogger, first logger, so trainer.log_dir == ${log_dir}
+      <run_dir>/dvclive/                    ResumableDVCLiveLogger (dvcyaml: null, save_dvc_exp: false: DVC-stage safe)
+      <run_dir>/machine.json                MachineInfo: CPU kind, threads, versions, GPU of the run
       <run_dir>/checkpoints/last.ckpt       ModelCheckpoint after every epoch: what ``--ckpt_path last`` resumes
       <run_dir>/checkpoints/best.ckpt       ModelCheckpoint, best by ``val/loss`` (min)
       <run_dir>/metrics.json                MetricsJSON: final metrics for ``dvc metrics`` (``fit`` writes it,
@@ -31,15 +32,22 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
   ``trainer.default_root_dir`` defaults to ``${run_dir}`` too. ``--print_config`` shows the placeholders,
   ``<run_dir>/config.yaml`` the resolved paths. A YAML that replaces ``trainer.logger`` or
   ``trainer.callbacks`` may use both placeholders in its own paths (in config files only: in a ``dvc.yaml`` command
-  line DVC would try to fill ``${...}`` itself). Lightning's CSVLogger empties ``metrics.csv`` of a non-empty log dir,
-  so after a resume it holds the resumed part of the run; DVCLive keeps the whole history (see below).
+  line DVC would try to fill ``${...}`` itself).
 * ``seed_everything: 42``, ``LearningRateMonitor``, TQDM progress bar (Lightning's default).
 * ``optimizer:`` defaults to ``AdamW(lr=1e-3, weight_decay=0.01)`` when a config names none; a config that names one
   gets exactly its own arguments and that class's defaults (nothing carried over from AdamW). ``lr_scheduler:`` is
   empty by default. Lightning turns them into the model's ``configure_optimizers``; formers tasks define none, so the
   YAML is never shadowed.
-* Checkpoints are loaded with ``weights_only=True`` (no pickled code runs) unless ``--weights_only false`` is given.
-  When ``fit`` resumes (``--ckpt_path``), the DVCLive logger continues its history (``resume: true``).
+* ``filter_bias_and_bn: true``: the optimizer gets weight-decay parameter groups (:mod:`formers.core.optim`).
+* ``model.init_args.data_sizes`` is linked from the data module's ``model_sizes()`` (sizes written once).
+* Checkpoints are loaded with ``weights_only=True`` (no pickled code runs) unless ``--weights_only false`` is given,
+  written atomically next to their target (``AtomicCheckpointIO``), and carry the RNG states (``RNGStateCheckpoint``):
+  ``--ckpt_path last`` continues exactly where the uninterrupted run would be, and both loggers keep their history
+  without repeating the steps the killed run logged after its checkpoint (:mod:`formers.core.loggers`). A checkpoint's
+  hyper-parameters never override the config; one trained for another model is refused in one sentence.
+* Every run also gets :class:`~formers.core.callbacks.NonFiniteGuard` (a NaN/inf loss stops the run naming the step;
+  a non-finite monitored metric never becomes ``best.ckpt``) and :class:`~formers.core.runsafety.RunDirTransaction`
+  (a run that fails before training starts leaves the previous run's logs and ``config.yaml`` as they were).
 """
 
 from __future__ import annotations
