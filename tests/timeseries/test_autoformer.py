@@ -158,7 +158,7 @@ def test_even_kernel_keeps_the_length(kernel):
 def test_moving_average_rejects_bad_kernels():
     with pytest.raises(ValueError, match="kernel_size"):
         MovingAvg(0)
-    with pytest.raises(ValueError, match="kernel_size"):
+    with pytest.raises(TypeError, match="moving_avg must be an integer"):  # the builder names the argument
         tiny(moving_avg=2.5)
 
 

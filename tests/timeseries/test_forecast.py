@@ -128,7 +128,7 @@ def test_bad_csvs(trained, synthetic_csv, tmp_path):
     text.to_csv(tmp_path / "text.csv", index=False)
     with pytest.raises(ValueError, match="'OT' has a non-numeric value 'warm' at row 5"):
         forecast(trained, tmp_path / "text.csv")
-    with pytest.raises(ValueError, match="checkpoint not found"):
+    with pytest.raises(ValueError, match="checkpoint file not found"):
         forecast(tmp_path / "none.ckpt", synthetic_csv)
 
 
