@@ -263,7 +263,9 @@ class FormersCLI(LightningCLI):
 
     def _begin_run_dir_transactions(self) -> None:
         """Snapshot the previous run's logs before the loggers touch the folder (Lightning creates them inside
-        ``fit``, before any callback hook runs); the transaction restores them if the new run fails before it starts."""
+        ``fit``, before any callback hook runs); the transaction restores them if the new run fails before it starts.
+        A checkpoint that does not fit the model is refused first, before anything is touched."""
+        self._check_checkpoint_fits()
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunDirTransaction):
                 callback.begin()
@@ -289,6 +291,28 @@ class FormersCLI(LightningCLI):
         mismatch = checkpoint_model_mismatch(checkpoint, requested, path)
         if mismatch:
             raise ValueError(f"{mismatch}; pass the checkpoint of a {requested['model']!r} run or change the config")
+        shapes = {k: tuple(v.shape) for k, v in (checkpoint.get("state_dict") or {}).items() if hasattr(v, "shape")}
+        self._checkpoint_shapes = (path, shapes)
+
+    def _check_checkpoint_fits(self) -> None:
+        """A checkpoint whose weights do not fit the model the config built is one error naming the file and the
+        first differing tensors (Lightning's load_state_dict would fail later with a bare size-mismatch list)."""
+        path, shapes = getattr(self, "_checkpoint_shapes", (None, {}))
+        if path is None:
+            return
+        model = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        differing = [
+            f"{k}: {shapes[k]} in the checkpoint, {model[k]} in the model"
+            for k in model
+            if k in shapes and shapes[k] != model[k]
+        ]
+        missing = sorted(set(model) - set(shapes))
+        if differing or missing:
+            detail = "; ".join(differing[:3]) or f"missing tensors {missing[:3]}"
+            raise ValueError(
+                f"checkpoint {path} does not fit the model built from the config ({detail}): give the model settings "
+                "it was trained with"
+            )
 
 
 def data_sizes_of(datamodule: LightningDataModule | None) -> dict[str, Any] | None:
