@@ -120,7 +120,8 @@ def test_repro_writes_metrics(reproduced: tuple[Path, dict[str, str]]) -> None:
     metrics = json.loads((repo / METRICS).read_text())
     assert metrics["env"]["threads"] == TINY_BENCH["threads"]
     assert metrics["env"]["length"] == TINY_BENCH["length"]
-    assert set(metrics["matmul"]) == {"fp32_gflops", "bf16_gflops"}
+    dtypes = yaml.safe_load((ROOT / "params.yaml").read_text())["bench"]["dtypes"].split(",")
+    assert set(metrics["matmul"]) == {f"{dtype}_gflops" for dtype in dtypes}  # the dtypes params.yaml asks for
     ratios = [key for key in metrics["dense"]["fwd"]["fp32"] if key.endswith("_vs_naive")]
     assert ratios, "no backend ratio in the metrics"
     header = (repo / PLOTS).read_text().splitlines()[0].split("\t")

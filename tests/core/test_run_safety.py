@@ -489,21 +489,33 @@ def test_sigkill_at_random_points_then_resume_equals_the_uninterrupted_run(tmp_p
     tmpdir = Path(other_fs) / f"formers-tmp-{os.getpid()}-{seed}"
     tmpdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir), "DVC_NO_ANALYTICS": "1"}
-    epochs, rng = 4, random.Random(seed)
+    epochs, rng = 8, random.Random(seed)
+    final_step = epochs * 16  # pipelines/core/tiny.yaml: 16 steps per epoch
+
+    def killed_mid_training(run: Path, args: list[str]) -> bool:
+        """Start ``args``, SIGKILL it at a random moment after its first checkpoint; True if training was unfinished
+        (a kill after the last epoch's checkpoint hits a finished run: nothing is left to resume)."""
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        last, deadline = run / "checkpoints" / "last.ckpt", time.monotonic() + 120
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.4))  # inside a step, a validation or a checkpoint write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return torch.load(last, weights_only=True)["global_step"] < final_step
+
     try:
         subprocess.run(_fit_process(tmp_path / "whole", epochs), env=env, check=True, capture_output=True)
         killed = tmp_path / "killed"
-        args = _fit_process(killed, epochs)
-        for _ in range(2):  # two kills at random moments, each after at least one checkpoint exists
-            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            last, deadline = killed / "checkpoints" / "last.ckpt", time.monotonic() + 120
-            while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 1.5))  # inside a step, a validation or a checkpoint write
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            args = _fit_process(killed, epochs, "--ckpt_path=last")
-        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        for _ in range(5):  # until two kills land inside training (each retry starts the killed run afresh)
+            shutil.rmtree(killed, ignore_errors=True)
+            if killed_mid_training(killed, _fit_process(killed, epochs)) and killed_mid_training(
+                killed, _fit_process(killed, epochs, "--ckpt_path=last")
+            ):
+                break
+        else:
+            pytest.fail("no kill landed inside training in 5 tries: the tiny run is too fast for the kill window")
+        done = subprocess.run(_fit_process(killed, epochs, "--ckpt_path=last"), env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)

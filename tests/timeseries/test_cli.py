@@ -73,7 +73,8 @@ def test_fit_resume_test_predict(tmp_path, synthetic_csv):
     _run("fit", *common, "--ckpt_path", str(last), "--trainer.max_epochs", "3")  # resume: one more epoch
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epoch"] == 3 and metrics["step"] == 3 * STEPS_PER_EPOCH
-    assert len(_column(run_dir / "metrics.csv", "train/loss_epoch")) == 1  # only the resumed epoch ran
+    resumed = _column(run_dir / "metrics.csv", "train/loss_epoch")  # the history is kept, the resumed epoch added
+    assert len(resumed) == 3 and resumed[:2] == train_loss
     assert torch.load(last, map_location="cpu", weights_only=True)["optimizer_states"][0]["param_groups"][0][
         "lr"
     ] == pytest.approx(1e-3 * 0.5**3)  # StepLR state resumed too
