@@ -130,15 +130,11 @@ def test_batch_size_comes_from_the_batch():
 
 
 def test_task_attention_backend_reaches_the_model():
-    pytest.importorskip("formers.core.attention", reason="attention module")
-    from formers.core import attention
+    from formers.core.attention import attention_modules
 
-    if not hasattr(attention, "set_attention_backend"):
-        pytest.skip("set_attention_backend not available")
     kwargs = {"vocab_size": 16, "num_classes": 4, "max_len": 32, "dim": 16, "depth": 1, "num_heads": 2}
     task = ClassificationTask("transformer_classifier", kwargs, attention_backend="reference")
-    backends = {getattr(m, "backend", None) for m in task.model.modules() if hasattr(m, "backend")}
-    assert backends == {"reference"}
+    assert {module.backend for _, module in attention_modules(task.model)} == {"reference"}
     with pytest.raises(ValueError, match="no_such_backend"):
         ClassificationTask("transformer_classifier", kwargs, attention_backend="no_such_backend")
 
@@ -307,3 +303,16 @@ def test_a_new_domain_from_its_declaration_alone(tmp_path):
     clobber = toy("predict", "--ckpt", str(run / "checkpoints" / "best.ckpt"), "points.txt", "--out", "points.txt")
     assert clobber.returncode == 1 and "is the input" in clobber.stderr
     assert (tmp_path / "points.txt").read_text() == "1 2 3\n0.5 -0.5 0\n"
+
+
+def test_attention_backend_from_the_command_line_reaches_every_attention_module(tmp_path, monkeypatch):
+    from formers.core.attention import attention_modules
+    from formers.core.cli import FormersCLI
+
+    monkeypatch.setattr(sys, "argv", ["formers-core"])
+    args = ["--config", str(TINY), "--run_dir", str(tmp_path), "--model.attention_backend", "reference"]
+    cli = FormersCLI(args=args, run=False)
+    modules = attention_modules(cli.model.model)
+    assert modules and {module.backend for _, module in modules} == {"reference"}
+    with pytest.raises(ValueError, match="no_such_backend"):
+        FormersCLI(args=[*args[:-1], "no_such_backend"], run=False)
