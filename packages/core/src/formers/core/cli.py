@@ -60,12 +60,13 @@ from types import MethodType
 from typing import Any, Literal
 
 from jsonargparse import Namespace
-from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
 from torch.optim import Optimizer
 
 from formers.core.callbacks import MachineInfo, NonFiniteGuard, RNGStateCheckpoint
 from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
+from formers.core.data.base import data_sizes_of
 from formers.core.optim import optimizer_parameters
 from formers.core.runsafety import RunDirTransaction
 from formers.core.tasks import Task
@@ -257,20 +258,20 @@ class FormersCLI(LightningCLI):
         exact resume (RNG states in checkpoints), the non-finite guard and the run-dir transaction."""
         configured = config.get("callbacks") or []
         present = {type(c) for c in (configured if isinstance(configured, list) else [configured])}
-        safety = [RNGStateCheckpoint(), NonFiniteGuard(), RunDirTransaction(getattr(self, "_log_dir", "."))]
-        safety.append(MachineInfo())  # <log_dir>/machine.json; after the transaction, which commits first
+        # MachineInfo after the transaction, which commits first: a run that fails to start keeps the old record
+        safety = [RNGStateCheckpoint(), NonFiniteGuard(), RunDirTransaction(self._log_dir), MachineInfo()]
         return super()._instantiate_trainer(config, [*callbacks, *(c for c in safety if type(c) not in present)])
 
-    def _begin_run_dir_transactions(self) -> None:
-        """Snapshot the previous run's logs before the loggers touch the folder (Lightning creates them inside
-        ``fit``, before any callback hook runs); the transaction restores them if the new run fails before it starts.
-        A checkpoint that does not fit the model is refused first, before anything is touched."""
+    def _before_run(self) -> None:
+        """Before any subcommand touches the run dir: refuse a checkpoint that does not fit the model, then snapshot
+        the previous run's logs (Lightning creates the loggers inside ``fit``, before any callback hook runs); the
+        transaction restores them if the new run fails before it starts."""
         self._check_checkpoint_fits()
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunDirTransaction):
                 callback.begin()
 
-    before_fit = before_validate = before_test = before_predict = _begin_run_dir_transactions
+    before_fit = before_validate = before_test = before_predict = _before_run
 
     def _parse_ckpt_path(self) -> None:
         """Lightning merges a checkpoint's hyper-parameters into the config here, so they silently override the YAML
@@ -313,12 +314,6 @@ class FormersCLI(LightningCLI):
                 f"checkpoint {path} does not fit the model built from the config ({detail}): give the model settings "
                 "it was trained with"
             )
-
-
-def data_sizes_of(datamodule: LightningDataModule | None) -> dict[str, Any] | None:
-    """The model sizes a data module determines (``model_sizes()`` of :class:`formers.core.data.SplitDataModule`)."""
-    sizes = getattr(datamodule, "model_sizes", None)
-    return dict(sizes()) if callable(sizes) else None
 
 
 def _import_class(class_path: str) -> type:

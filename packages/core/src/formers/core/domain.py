@@ -187,12 +187,12 @@ def load_trained(
         source = path
     if "model" not in hparams:
         raise CheckpointError(f"{source}: no model name in the task's hyper-parameters (is it a formers run?)")
+    mismatch = checkpoint_model_mismatch(ckpt, hparams, path)
+    if mismatch:  # before building: a model the weights were not trained for is never built
+        raise CheckpointError(mismatch)
     cls = resolve_task_class(class_path, task_class, source)
     hparams.setdefault("data_sizes", stored.get("data_sizes"))
     task = cls(**hparams)
-    mismatch = checkpoint_model_mismatch(ckpt, hparams, path)
-    if mismatch:
-        raise CheckpointError(mismatch)
     missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(

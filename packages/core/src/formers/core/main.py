@@ -23,6 +23,7 @@ import torch
 
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite, iter_files
+from formers.core.registry import get_model_entry
 from formers.core.tasks import Task
 
 __all__ = ["DOMAIN", "TokenPredictor", "main"]
@@ -76,8 +77,6 @@ class TokenPredictor(Predictor):
 
 def _model_domain(name: object) -> str | None:
     """The registry domain of a model name (``None`` when it is not registered)."""
-    from formers.core.registry import get_model_entry
-
     try:
         return get_model_entry(str(name)).domain
     except ValueError:

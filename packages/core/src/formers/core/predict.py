@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import yaml
 
-from formers.core.checkpoint_io import CheckpointError
 from formers.core.domain import TrainedRun, load_trained
 from formers.core.runsafety import check_finite, refuse_overwrite
 
@@ -115,7 +114,7 @@ def predict_main(domain: Domain, argv: Sequence[str]) -> int:
         run = load_trained(ckpt, task_class=domain.task_class, model_config=model_config)
         with torch.inference_mode():
             text = predictor.predict(run, inputs, options)
-    except (CheckpointError, InputError, ValueError, OSError) as err:  # OSError: an output that cannot be written
+    except (ValueError, OSError) as err:  # formers' errors are ValueErrors; OSError: an output that cannot be written
         print(f"{domain.script} predict: error: {err}", file=sys.stderr)
         return 1 if not isinstance(err, FileNotFoundError) or options.inputs else 2
     if text:

@@ -35,7 +35,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Metric
 
+from formers.core.attention import set_attention_backend
 from formers.core.builder import build_model
+from formers.core.data.base import data_sizes_of
 
 __all__ = ["Task", "ClassificationTask", "RegressionTask", "batch_size_of", "merge_data_sizes"]
 
@@ -109,17 +111,14 @@ class Task(LightningModule):
         self.model_config = merge_data_sizes(model, model_kwargs or {}, data_sizes or {})
         self.model = build_model(model, checkpoint_path=checkpoint_path, **self.model_config)
         if attention_backend is not None:
-            from formers.core.attention import set_attention_backend
-
             set_attention_backend(self.model, attention_backend)
         self.eval_metrics = nn.ModuleDict({stage: nn.ModuleDict(self.make_metrics()) for stage in EVAL_STAGES})
 
     def setup(self, stage: str) -> None:
         """Refuse data whose sizes differ from the model's (a task built by hand, outside the CLI's link)."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        sizes = getattr(datamodule, "model_sizes", None)
-        if callable(sizes):
-            merge_data_sizes(self.hparams.model, self.model_config, sizes())
+        sizes = data_sizes_of(self.trainer.datamodule) if self._trainer is not None else None
+        if sizes is not None:
+            merge_data_sizes(self.hparams.model, self.model_config, sizes)
 
     # ---------------------------------------------------------------------------------------------- to override
     def loss(self, output: Any, target: Any) -> Tensor:
@@ -240,7 +239,7 @@ class RegressionTask(Task):
         if loss not in ("mse", "mae"):
             raise ValueError(f"loss must be 'mse' or 'mae', got {loss!r}")
         super().__init__(*args, **kwargs)
-        self.loss_name = self.loss_metric = loss
+        self.loss_metric = loss  # the val/test loss is the metric of the same name
 
     def _aligned(self, output: Tensor, target: Tensor) -> Tensor:
         if output.shape != target.shape:
@@ -251,7 +250,7 @@ class RegressionTask(Task):
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         target = self._aligned(output, target)
-        return F.mse_loss(output, target) if self.loss_name == "mse" else F.l1_loss(output, target)
+        return F.mse_loss(output, target) if self.loss_metric == "mse" else F.l1_loss(output, target)
 
     def make_metrics(self) -> dict[str, Metric]:
         return {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}

@@ -59,16 +59,16 @@ class ForecastPredictor(Predictor):
 
         if len(inputs) != 1:
             raise InputError(f"give exactly one CSV to forecast, got {len(inputs)}")
-        checkpoint, csv = run.path, inputs[0]
+        csv = inputs[0]
         if options.split == "test":
             if options.out is None:
                 raise InputError("--split test writes a TSV: give --out FILE.tsv")
-            table = forecast_test_split(checkpoint, csv, options.out)
+            table = forecast_test_split(run, csv, options.out)
             return f"wrote {options.out} ({len(table)} test steps)"
         if options.plot is not None:
-            refuse_overwrite(options.plot, [csv, checkpoint, options.truth])
-        result = forecast(
-            checkpoint,
+            refuse_overwrite(options.plot, [csv, run.path, options.truth])
+        result = forecast(  # the run predict rebuilt (with --config: from the config's model section)
+            run,
             csv,
             end=options.end,
             truth=options.truth,
@@ -76,14 +76,11 @@ class ForecastPredictor(Predictor):
             plot=options.plot,
             plot_columns=options.columns,
         )
-        lines = (
-            []
-            if options.out is None
-            else [f"wrote {options.out} ({len(result)} steps from {result.iloc[0, 0]} to {result.iloc[-1, 0]})"]
-        )
-        if options.plot:
-            lines.append(f"wrote {options.plot}")
-        return "\n".join(lines) if options.out is not None else result.to_csv(index=False) + "\n".join(lines)
+        if options.out is None:
+            text = result.to_csv(index=False)  # ends with a newline
+        else:
+            text = f"wrote {options.out} ({len(result)} steps from {result.iloc[0, 0]} to {result.iloc[-1, 0]})\n"
+        return text + (f"wrote {options.plot}" if options.plot else "")
 
 
 DOMAIN = Domain(

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from formers.core.domain import load_trained
+from formers.core.domain import TrainedRun, load_trained
 from formers.core.runsafety import check_finite
 from formers.timeseries.data import read_series, split_borders, validate_frame
 from formers.timeseries.task import ForecastTask
@@ -35,11 +35,17 @@ __all__ = ["load_forecaster", "forecast", "forecast_test_split", "infer_step", "
 PathLike = str | os.PathLike[str]
 
 
-def load_forecaster(checkpoint: PathLike, map_location: str = "cpu") -> tuple[ForecastTask, dict[str, Any]]:
-    """The task (in eval mode) and the data state stored in a checkpoint, loaded with ``weights_only=True``."""
-    run = load_trained(checkpoint, task_class=ForecastTask, map_location=map_location)
+def load_forecaster(
+    checkpoint: PathLike | TrainedRun, map_location: str = "cpu"
+) -> tuple[ForecastTask, dict[str, Any]]:
+    """The task (in eval mode) and the data state stored in a checkpoint, loaded with ``weights_only=True``; a run
+    already rebuilt by :func:`formers.core.domain.load_trained` (``predict``) is used as it is."""
+    if isinstance(checkpoint, TrainedRun):
+        run = checkpoint
+    else:
+        run = load_trained(checkpoint, task_class=ForecastTask, map_location=map_location)
     if "columns" not in run.data_state or "mean" not in run.data_state:
-        raise ValueError(f"{checkpoint}: no ForecastDataModule state; it was not trained with formers.timeseries.data")
+        raise ValueError(f"{run.path}: no ForecastDataModule state; it was not trained with formers.timeseries.data")
     task = run.task
     assert isinstance(task, ForecastTask)
     task.features = run.data_state["features"]
@@ -113,7 +119,7 @@ def _resolve_end(frame: pd.DataFrame, date_column: str, end: int | str | None) -
 
 
 def forecast(
-    checkpoint: PathLike,
+    checkpoint: PathLike | TrainedRun,
     data: PathLike | pd.DataFrame,
     *,
     end: int | str | None = None,
@@ -125,7 +131,7 @@ def forecast(
     """The next ``pred_len`` steps after a history, in the data's original units.
 
     Args:
-        checkpoint: a ``formers-timeseries fit`` checkpoint.
+        checkpoint: a ``formers-timeseries fit`` checkpoint (or the run ``load_trained`` rebuilt from one).
         data: CSV (or DataFrame) with the training columns and date column.
         end: where the history ends: a row count (the history is rows ``[end - seq_len, end)``; negative counts
             from the end) or a date (included). Default: the end of the data. Rows after ``end`` are the truth.
@@ -221,7 +227,12 @@ def plot_forecast(
 
 
 def forecast_test_split(
-    checkpoint: PathLike, data: PathLike, out_tsv: PathLike, *, column: str | None = None, batch_size: int = 64
+    checkpoint: PathLike | TrainedRun,
+    data: PathLike,
+    out_tsv: PathLike,
+    *,
+    column: str | None = None,
+    batch_size: int = 64,
 ) -> pd.DataFrame:
     """Forecast the whole test split in consecutive, non-overlapping ``pred_len`` blocks and write a TSV for a DVC
     plot: ``step`` (row in the test split after the look-back), ``date``, ``truth``, ``forecast`` of one column

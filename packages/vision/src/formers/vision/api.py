@@ -16,14 +16,14 @@ from formers.core import registry
 from formers.core.builder import build_model, resolve_pretrained_cfg
 from formers.core.features import FeatureMapsModel
 
-__all__ = ["create_model", "list_models", "resolve_pretrained_cfg", "FeatureMapsModel", "DOMAIN"]
+__all__ = ["create_model", "list_models", "resolve_pretrained_cfg", "FeatureMapsModel"]
 
-DOMAIN = "vision"
+_DOMAIN = "vision"  # the registry domain name (the CLI declaration is formers.vision.domain.DOMAIN)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted names of the vision models, optionally filtered by a glob ``pattern`` (``"swin_*"``)."""
-    return registry.list_models(pattern, domain=DOMAIN)
+    return registry.list_models(pattern, domain=_DOMAIN)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -38,4 +38,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             without a local file, ``features_only`` for a family without feature maps, or a checkpoint that does not
             fit (missing / unexpected keys are listed).
     """
-    return build_model(name, domain=DOMAIN, **kwargs)
+    return build_model(name, domain=_DOMAIN, **kwargs)

@@ -31,6 +31,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
 
 from formers.core.data import SplitDataModule
 
@@ -223,7 +224,7 @@ class ImageFolderDataModule(SplitDataModule):
             return sizes
         if not self.classes:
             train_dir, _ = find_split_dirs(self._image_root())
-            self.classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())  # ImageFolder's order
+            self.classes = find_classes(str(train_dir))[0]  # ImageFolder's own class discovery and order
         return {"num_classes": len(self.classes), **sizes}
 
     # ------------------------------------------------------------------------------------------------ data

@@ -19,9 +19,15 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["SplitDataModule", "SPLIT_NAMES"]
+__all__ = ["SplitDataModule", "SPLIT_NAMES", "data_sizes_of"]
 
 SPLIT_NAMES = ("train", "val", "test")
+
+
+def data_sizes_of(datamodule: LightningDataModule | None) -> dict[str, Any] | None:
+    """The model sizes a data module determines (its ``model_sizes()``; ``None`` for a module without one)."""
+    sizes = getattr(datamodule, "model_sizes", None)
+    return dict(sizes()) if callable(sizes) else None
 
 
 class SplitDataModule(LightningDataModule):
