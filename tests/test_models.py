@@ -71,14 +71,31 @@ def test_model_batch_consistency(name):
     """Sample ``i`` of a batch gives the same output as that sample alone."""
     model = build(name).eval()
     inputs = model.example_inputs(BATCH)
+    graph_keys = [key for key, value in inputs.items() if hasattr(value, "to_data_list")]
+    if graph_keys:  # a PyG Batch: graph i alone vs its row (graph-level) or its nodes' rows (node-level)
+        _check_graph_batch_consistency(model, inputs, graph_keys)
+        return
     keys = tensor_inputs(inputs)
-    if any(inputs[key].shape[0] != BATCH for key in keys):
+    if not keys or any(inputs[key].shape[0] != BATCH for key in keys):
         pytest.skip(f"{name}: inputs are not batch-major, samples cannot be sliced out")
     with torch.no_grad():
         batched = model(**inputs)
         for i in range(BATCH):
             single = model(**{k: v[i : i + 1] if k in keys else v for k, v in inputs.items()})
             torch.testing.assert_close(single, batched[i : i + 1], atol=1e-5, rtol=1e-4)
+
+
+def _check_graph_batch_consistency(model: FormersModel, inputs: dict, graph_keys: list[str]) -> None:
+    (key,) = graph_keys
+    batch = inputs[key]
+    with torch.no_grad():
+        batched = model(**inputs)
+        ptr = batch.ptr.tolist()
+        node_level = batched.shape[0] == ptr[-1] != batch.num_graphs
+        for i, graph in enumerate(batch.to_data_list()):
+            single = model(**{**inputs, key: type(batch).from_data_list([graph])})
+            rows = batched[ptr[i] : ptr[i + 1]] if node_level else batched[i : i + 1]
+            torch.testing.assert_close(single, rows, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

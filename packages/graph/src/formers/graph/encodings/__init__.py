@@ -1,0 +1,1 @@
+"""Structural encodings of graphs (PyG transforms computed once by the data-preparation stage)."""
