@@ -34,7 +34,11 @@ TINY_BENCH = {
     "warmup": 0,
     "matmul_size": 64,
 }
-TINY_DATA = {"timeseries": {"rows": 1000}, "vision": {"train_per_class": 16, "test_per_class": 8}}
+TINY_DATA = {
+    "timeseries": {"rows": 1000},
+    "vision": {"train_per_class": 16, "test_per_class": 8},
+    "graph": {"train": 40, "val": 10, "test": 10},
+}
 METRICS = "results/bench/attention.json"
 PLOTS = "results/bench/attention.tsv"
 TRAIN_METRICS = "results/core/train/metrics.json"

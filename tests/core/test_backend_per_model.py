@@ -23,7 +23,16 @@ from formers.core.registry import get_model_entry, list_models
 from formers.core.varlen import cu_seqlens_from_lengths
 
 # Models whose attention is not softmax attention: nothing for a backend to route, so set_attention_backend refuses.
-NOT_SOFTMAX = {"autoformer": "AutoCorrelation (FFT period aggregation), no softmax attention call"}
+NOT_SOFTMAX = {
+    "autoformer": "AutoCorrelation (FFT period aggregation), no softmax attention call",
+    # sparse attention over graph edges with exp(clamp(score, -5, 5)) weights (message passing), not a softmax call
+    **{
+        f"graph_transformer_{c}": "edge attention (message passing)"
+        for c in ("zinc", "pattern", "cluster", "molecules")
+    },
+    # PyG's GPSConv: torch.nn.MultiheadAttention on a padded batch, the baseline users would pick, kept as PyG has it
+    **{f"gps_{c}": "PyG's own torch.nn.MultiheadAttention" for c in ("zinc", "molecules", "pattern", "cluster")},
+}
 ORACLE = "reference"
 
 

@@ -42,11 +42,16 @@ class DenseKernel(Protocol):
 
 
 class VarlenKernel(Protocol):
-    """``(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, dropout_p) -> out`` on packed sequences.
+    """``(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, dropout_p, attn_bias) -> out`` on packed sequences.
+
+    ``attn_bias`` is an optional packed per-sequence additive bias: for each sequence ``i`` a row-major ``(len_q_i,
+    len_k_i)`` block per head, the blocks concatenated in sequence order. Only kernels that declare support for it
+    receive one (the core dispatch refuses the call for the others: ``AttentionBackend.varlen_bias``).
 
     Shapes:
         - q: ``(total_q, heads, head_dim)``; k: ``(total_k, heads, head_dim)``; v: ``(total_k, heads, head_dim_v)``
         - cu_seqlens_q, cu_seqlens_k: integer ``(batch + 1,)``
+        - attn_bias: float ``(heads, sum_i len_q_i * len_k_i)``
         - output: ``(total_q, heads, head_dim_v)``; a query that sees no key yields zeros
     """
 
@@ -60,4 +65,5 @@ class VarlenKernel(Protocol):
         causal: bool = False,
         scale: float | None = None,
         dropout_p: float = 0.0,
+        attn_bias: Tensor | None = None,
     ) -> Tensor: ...

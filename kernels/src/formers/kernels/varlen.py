@@ -6,6 +6,12 @@ is ``q[cu_seqlens_q[i]:cu_seqlens_q[i + 1]]`` and attends only to ``k[cu_seqlens
 block-diagonal attention pattern). ``causal`` applies within each sequence, bottom-right aligned as in
 :mod:`formers.kernels.masks`; a query that sees no key returns zeros.
 
+A packed additive bias (the per-sequence kernels only: :func:`per_sequence`) holds one ``(len_q_i, len_k_i)`` block
+per head and sequence, flattened row-major and concatenated sequence after sequence: a float ``(heads, sum_i len_q_i *
+len_k_i)`` tensor (Graphormer's per-graph spatial/edge bias). The blocks of ``n`` consecutive sequences of one shape
+are viewed, without a copy, as ``(n, heads, len_q, len_k)`` and passed to the dense kernel as its ``attn_bias``; the
+gradient flows back into the flat tensor.
+
 Every kernel here is a :class:`~formers.kernels.protocols.VarlenKernel` (shapes there).
 
 Kernels do not validate their inputs; :func:`formers.core.varlen.varlen_attention` does.
@@ -36,34 +42,57 @@ __all__ = [
 ]
 
 
-def _per_sequence(q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, kernel, **kwargs) -> Tensor:
+def _per_sequence(
+    q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, kernel, attn_bias: Tensor | None = None, **kwargs
+) -> Tensor:
     """Run a ``(batch, heads, len, head_dim)`` kernel on each sequence and concatenate the outputs.
 
-    The sequences are cut with one ``split`` per tensor (not one slice per sequence): its backward concatenates the
-    per-sequence gradients once, where slices would each scatter into a zero-filled full-size gradient (measured 3x
-    slower backward at 32 sequences).
+    Consecutive sequences of one shape ``(len_q, len_k)`` form one batch of a single kernel call (views, no copy): a
+    caller with many small sequences (molecules) orders them by length and pays one call per distinct length instead
+    of one per sequence. The runs (and the packed bias) are cut with one ``split`` per tensor (not one slice per
+    sequence): its backward concatenates the per-run gradients once, where slices would each scatter into a
+    zero-filled full-size gradient (measured 3x slower backward at 32 sequences).
 
     Shapes:
         - q: ``(total_q, heads, head_dim)``; k, v: ``(total_k, heads, head_dim[_v])``
+        - attn_bias: float ``(heads, sum_i len_q_i * len_k_i)``, block ``i`` row-major ``(len_q_i, len_k_i)``
         - output: ``(total_q, heads, head_dim_v)``
     """
     lens_q, lens_k = (cu_q[1:] - cu_q[:-1]).tolist(), (cu_k[1:] - cu_k[:-1]).tolist()  # one host sync each
+    runs: list[list[int]] = []  # [len_q, len_k, sequences]
+    for shape in zip(lens_q, lens_k, strict=True):
+        if runs and tuple(runs[-1][:2]) == shape:
+            runs[-1][2] += 1
+        else:
+            runs.append([*shape, 1])
+    heads, dim_v = v.shape[1], v.shape[2]
+    qs, ks, vs = (t.split([r[i] * r[2] for r in runs]) for t, i in ((q, 0), (k, 1), (v, 1)))
+    biases = [None] * len(runs) if attn_bias is None else attn_bias.split([a * b * n for a, b, n in runs], dim=1)
     outs = []
-    for qi, ki, vi in zip(q.split(lens_q), k.split(lens_k), v.split(lens_k), strict=True):
-        if qi.shape[0] == 0:
+    for (len_q, len_k, n), qi, ki, vi, bi in zip(runs, qs, ks, vs, biases, strict=True):
+        if len_q == 0:
             continue
-        if ki.shape[0] == 0:  # no key at all: zeros, as for any query that sees no key
-            outs.append(v.new_zeros(qi.shape[0], v.shape[1], v.shape[2]))
+        if len_k == 0:  # no key at all: zeros, as for any query that sees no key
+            outs.append(v.new_zeros(n * len_q, heads, dim_v))
             continue
-        out = kernel(qi.transpose(0, 1)[None], ki.transpose(0, 1)[None], vi.transpose(0, 1)[None], **kwargs)
-        outs.append(out[0].transpose(0, 1))
+        if bi is not None:  # (heads, n * lq * lk) -> (n, heads, lq, lk): a view
+            bi = bi.view(heads, n, len_q, len_k).transpose(0, 1)
+        out = kernel(
+            qi.view(n, len_q, heads, -1).transpose(1, 2),
+            ki.view(n, len_k, heads, -1).transpose(1, 2),
+            vi.view(n, len_k, heads, dim_v).transpose(1, 2),
+            attn_bias=bi,
+            **kwargs,
+        )  # (n, heads, lq, dv)
+        outs.append(out.transpose(1, 2).reshape(n * len_q, heads, dim_v))
     if not outs:
-        return v.new_zeros(q.shape[0], v.shape[1], v.shape[2])
+        return v.new_zeros(q.shape[0], heads, dim_v)
     return torch.cat(outs, dim=0)
 
 
 def per_sequence(kernel: DenseKernel, name: str, doc: str) -> VarlenKernel:
-    """A varlen kernel that runs the dense ``kernel`` on each packed sequence in turn (see :func:`_per_sequence`)."""
+    """A varlen kernel that runs the dense ``kernel`` on each packed sequence in turn (see :func:`_per_sequence`);
+    it takes a packed per-sequence ``attn_bias``."""
 
     def varlen_kernel(
         q: Tensor,
@@ -74,9 +103,19 @@ def per_sequence(kernel: DenseKernel, name: str, doc: str) -> VarlenKernel:
         causal: bool = False,
         scale: float | None = None,
         dropout_p: float = 0.0,
+        attn_bias: Tensor | None = None,
     ) -> Tensor:
         return _per_sequence(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, kernel, causal=causal, scale=scale, dropout_p=dropout_p
+            q,
+            k,
+            v,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            kernel,
+            attn_bias=attn_bias,
+            causal=causal,
+            scale=scale,
+            dropout_p=dropout_p,
         )
 
     varlen_kernel.__name__ = varlen_kernel.__qualname__ = name
@@ -92,7 +131,8 @@ varlen_reference_attention = per_sequence(
 varlen_sdpa_loop_attention = per_sequence(
     sdpa_attention,
     "varlen_sdpa_loop_attention",
-    "One fused SDPA call per sequence (no mask tensor; work ``sum(len_q * len_k)``). Fastest measured on CPU.",
+    "One fused SDPA call per sequence, or per run of consecutive equal-length sequences (no mask tensor without a "
+    "bias; work ``sum(len_q * len_k)``). Fastest measured on CPU.",
 )
 varlen_matmul_attention = per_sequence(
     matmul_attention,
@@ -142,7 +182,8 @@ def varlen_sdpa_blockmask_attention(
 ) -> Tensor:
     """One SDPA call over the whole packed batch with a dense block-diagonal mask (work ``total_q * total_k``).
 
-    A :class:`~formers.kernels.protocols.VarlenKernel`.
+    A :class:`~formers.kernels.protocols.VarlenKernel` without a packed ``attn_bias`` (the core dispatch refuses such
+    calls for it).
     """
     keep = block_diagonal_keep_mask(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], causal)
     bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, float("-inf"))
@@ -170,7 +211,7 @@ def varlen_nested_attention(
 ) -> Tensor:
     """SDPA on nested jagged tensors (``torch.nested``, ``layout=torch.jagged``); no causal, non-empty sequences.
 
-    A :class:`~formers.kernels.protocols.VarlenKernel`.
+    A :class:`~formers.kernels.protocols.VarlenKernel` without a packed ``attn_bias`` (refused by the core dispatch).
     """
     if causal:
         raise NotImplementedError("varlen_nested_attention: causal is not supported by jagged SDPA")
@@ -196,7 +237,7 @@ def varlen_xformers_attention(
 ) -> Tensor:  # pragma: no cover - CUDA only; xformers has no CPU kernels
     """xformers' ``memory_efficient_attention`` with a ``BlockDiagonalMask``. CUDA only (untested on CPU machines).
 
-    A :class:`~formers.kernels.protocols.VarlenKernel`.
+    A :class:`~formers.kernels.protocols.VarlenKernel` without a packed ``attn_bias`` (refused by the core dispatch).
     """
     from xformers.ops import fmha
 

@@ -152,6 +152,7 @@ def varlen_attention(
     causal: bool = False,
     scale: float | None = None,
     dropout_p: float = 0.0,
+    attn_bias: Tensor | None = None,
     backend: str = "auto",
 ) -> Tensor:
     """Block-diagonal attention over packed sequences: sequence ``i`` of ``q`` attends to sequence ``i`` of ``k``.
@@ -164,6 +165,10 @@ def varlen_attention(
         causal: within each sequence, query ``i`` sees keys ``j <= i + len_k - len_q`` (bottom-right aligned).
         scale: score scale, default ``head_dim ** -0.5``.
         dropout_p: dropout on the attention probabilities (training only).
+        attn_bias: packed per-sequence additive float bias (``-inf`` removes a key): sequence ``i``'s ``(len_q_i,
+            len_k_i)`` block per head, flattened row-major, the blocks concatenated in sequence order (Graphormer's
+            per-graph spatial bias). Served by the per-sequence backends (``reference``, ``sdpa`` / ``sdpa_loop``,
+            ``cpu_bf16``, ``cpu_matmul``); the others refuse the call saying so.
         backend: ``"auto"`` or a registered backend with a varlen kernel; a forced backend that cannot serve the
             call (or has no varlen kernel) raises :class:`~formers.core.attention.BackendUnavailableError` saying
             why. Under ``"auto"``, a backend forced with :func:`~formers.core.attention.use_backend` is used.
@@ -171,18 +176,29 @@ def varlen_attention(
     Shapes:
         - q: ``(total_q, heads, head_dim)``; k: ``(total_k, heads, head_dim)``; v: ``(total_k, heads, head_dim_v)``
         - cu_seqlens_q, cu_seqlens_k: ``(batch + 1,)``
+        - attn_bias: float ``(heads, sum_i len_q_i * len_k_i)``
         - output: ``(total_q, heads, head_dim_v)``; a query that sees no key yields zeros
     """
     cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
-    call = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, dropout_p)
+    call = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, dropout_p, attn_bias)
     check_scale("varlen_attention", scale)
     del max_seqlen_q, max_seqlen_k
     impl = resolve_backend(call, forced_backend() if backend == "auto" else backend)
-    return impl.varlen_kernel(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p)
+    bias = {} if attn_bias is None else {"attn_bias": attn_bias}  # kernels without bias support never see the key
+    return impl.varlen_kernel(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p, **bias
+    )
 
 
 def _validate(
-    q: Tensor, k: Tensor, v: Tensor, cu_q: Tensor, cu_k: Tensor, causal: bool, dropout_p: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_q: Tensor,
+    cu_k: Tensor,
+    causal: bool,
+    dropout_p: float,
+    attn_bias: Tensor | None = None,
 ) -> AttentionCall:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
@@ -214,22 +230,43 @@ def _validate(
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"varlen_attention: dropout_p must be in [0, 1), got {dropout_p}")
     heads = q.shape[1]
+    pairs = sum(a * b for a, b in zip(lens_q, lens_k, strict=True))
+    if attn_bias is not None:
+        _check_packed_bias(attn_bias, q, heads, pairs, lens_q, lens_k)
     return AttentionCall(
         device_type=q.device.type,
         dtype=q.dtype,
         len_q=max(lens_q),
         len_k=max(lens_k),
         head_dim=q.shape[2],
-        has_bias=False,
+        has_bias=attn_bias is not None,
         causal=causal,
         has_padding=False,
         dropout=dropout_p > 0.0,
         needs_grad=torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)),
         batch=len(lens_q),
         heads=heads,
+        bias_needs_grad=torch.is_grad_enabled() and attn_bias is not None and attn_bias.requires_grad,
         packed=True,
-        num_scores=heads * sum(a * b for a, b in zip(lens_q, lens_k, strict=True)),
+        num_scores=heads * pairs,
     )
+
+
+def _check_packed_bias(bias: Tensor, q: Tensor, heads: int, pairs: int, lens_q: list[int], lens_k: list[int]) -> None:
+    """The packed bias must be a float ``(heads, sum_i len_q_i * len_k_i)`` tensor on the device of ``q``."""
+    if not isinstance(bias, Tensor):
+        raise TypeError(f"varlen_attention: attn_bias must be a torch.Tensor, got {type(bias).__name__}")
+    if not bias.is_floating_point():
+        raise TypeError(f"varlen_attention: attn_bias must be a floating tensor, got {bias.dtype}")
+    if bias.device != q.device:
+        raise ValueError(f"varlen_attention: attn_bias is on {bias.device} but q is on {q.device}")
+    if tuple(bias.shape) != (heads, pairs):
+        shown = ", ".join(f"{a}x{b}" for a, b in zip(lens_q[:4], lens_k[:4], strict=True))
+        more = ", ..." if len(lens_q) > 4 else ""
+        raise ValueError(
+            f"varlen_attention: a packed attn_bias must have shape (heads, sum_i len_q_i * len_k_i) = "
+            f"({heads}, {pairs}) (blocks {shown}{more}, each row-major, in sequence order), got {tuple(bias.shape)}"
+        )
 
 
 def _check_cu_seqlens(name: str, cu: Tensor, packed: Tensor) -> list[int]:

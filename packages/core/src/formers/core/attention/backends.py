@@ -52,8 +52,9 @@ class AttentionCall:
     """What a backend needs to know to accept or refuse a call, dense or packed.
 
     For a packed call (``packed=True``) ``batch`` counts the sequences, ``len_q`` / ``len_k`` are the longest query /
-    key sequence, and there is never a bias or a padding mask. ``num_scores`` is the number of attention scores the
-    call computes (``batch * heads * len_q * len_k`` dense, ``heads * sum(len_q_i * len_k_i)`` packed).
+    key sequence, there is never a padding mask, and ``has_bias`` means a packed per-sequence bias (served only by
+    backends with :attr:`AttentionBackend.varlen_bias`). ``num_scores`` is the number of attention scores the call
+    computes (``batch * heads * len_q * len_k`` dense, ``heads * sum(len_q_i * len_k_i)`` packed).
     """
 
     device_type: str
@@ -95,6 +96,8 @@ class AttentionBackend:
         rejects: ``(AttentionCall) -> reason | None``; call-level (device, dtype, mask kind, packed...).
         varlen_kernel: the kernel for packed tokens, or ``None`` for a backend that serves dense calls only.
         varlen_priority: as ``priority``, for packed calls.
+        varlen_bias: the varlen kernel takes a packed per-sequence ``attn_bias``
+            (:func:`formers.core.varlen.varlen_attention`); packed calls with a bias are refused otherwise.
     """
 
     name: str
@@ -105,6 +108,7 @@ class AttentionBackend:
     rejects: Callable[[AttentionCall], str | None] = _no_reason
     varlen_kernel: VarlenKernel | None = None
     varlen_priority: Mapping[str, int] = field(default_factory=dict)
+    varlen_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.kernel is None and self.varlen_kernel is None:
@@ -127,6 +131,12 @@ class AttentionBackend:
             )
         if not call.packed and self.kernel is None:
             return f"{self.name} serves packed tokens (cu_seqlens) only; dense backends: {backend_names(dense=True)}"
+        if call.packed and call.has_bias and not self.varlen_bias:
+            with_bias = sorted(b.name for b in _BACKENDS.values() if b.varlen_bias)
+            return (
+                f"{self.name}'s varlen kernel takes no packed attention bias (one block per sequence); backends whose "
+                f"varlen kernel does: {with_bias}"
+            )
         return self.unavailable() or self.rejects(call)
 
     def auto_rank(self, call: AttentionCall) -> int | None:
@@ -223,7 +233,11 @@ def _triton_kernel(*args: object) -> torch.Tensor:
     return triton_attention(*args)
 
 
-def _triton_varlen_kernel(*args: object, **kwargs: object) -> torch.Tensor:
+def _triton_varlen_kernel(*args: object, attn_bias: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+    # The Triton kernel's own attn_bias is indexed by position (batch, heads, max_len_q, max_len_k), not the packed
+    # per-sequence layout of the VarlenKernel protocol; dispatch refuses packed bias calls for it (varlen_bias=False).
+    if attn_bias is not None:
+        raise NotImplementedError("the triton backend's varlen kernel takes no packed per-sequence attn_bias")
     from formers.kernels.triton.attention import triton_varlen_attention  # imports triton on first use only
 
     return triton_varlen_attention(*args, **kwargs)
@@ -281,6 +295,7 @@ register_backend(
         description="plain matmul-softmax-matmul in float32 (per sequence when packed); the test oracle, memory O(L²)",
         priority=_everywhere(100),
         varlen_priority=_everywhere(100),
+        varlen_bias=True,
     )
 )
 # auto on CPU: fastest measured for packed tokens at every size tried, forward and backward (benchmarks/varlen.py).
@@ -293,6 +308,7 @@ register_backend(
         "one SDPA call per sequence",
         priority=_everywhere(10),
         varlen_priority=_everywhere(10),
+        varlen_bias=True,
     )
 )
 register_backend(
@@ -300,7 +316,9 @@ register_backend(
         name="sdpa_loop",
         kernel=None,
         varlen_kernel=varlen_sdpa_loop_attention,
-        description="packed only: one fused SDPA call per sequence (the varlen kernel of 'sdpa')",
+        description="packed only: one fused SDPA call per sequence or run of equal-length ones (the varlen kernel of "
+        "'sdpa')",
+        varlen_bias=True,
     )
 )
 register_backend(
@@ -360,11 +378,15 @@ register_backend(
         priority={"cpu": 5},
         varlen_priority={"cpu": 5},
         rejects=_cpu_bf16_rejects,
+        varlen_bias=True,
     )
 )
 # The same kernel for CPU training with a bias that needs a gradient (Swin's relative position bias, Graphormer's
 # spatial bias): SDPA has no fused kernel for a bias gradient and its math path is slower (formers.kernels.matmul).
-# Packed tokens carry no bias, so auto never picks it there; forced, it trains per sequence.
+# Packed calls, with or without a packed bias: auto never picks it. Measured on Graphormer's packed training steps with
+# a learned bias (benchmarks/graphormer.py --compare-backends --attention-dropout 0, 1 thread, two runs): 0.98-1.09x
+# the step time of sdpa's per-sequence loop, i.e. no gain, and Graphormer's attention dropout rules it out anyway.
+# Forced, it trains per sequence.
 register_backend(
     AttentionBackend(
         name="cpu_matmul",
@@ -373,5 +395,6 @@ register_backend(
         description="matmul-softmax-matmul, explicit backward (CPU training with a learned bias; memory O(L²))",
         priority={"cpu": 6},
         rejects=_cpu_matmul_rejects,
+        varlen_bias=True,
     )
 )

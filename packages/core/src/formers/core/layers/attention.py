@@ -46,7 +46,9 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         - key_padding_mask: bool ``(batch, len_k)``, ``True`` = ignore this key
         - output: ``(batch, len_q, dim)``
         - packed self-attention (``cu_seqlens`` given): x ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``,
-          output ``(total_tokens, dim)``; each sequence attends only to itself (:func:`formers.core.varlen.pack`)
+          output ``(total_tokens, dim)``; each sequence attends only to itself (:func:`formers.core.varlen.pack`);
+          attn_bias, if any, is packed per sequence: float ``(num_heads, sum_i len_i ** 2)``, sequence ``i``'s
+          ``(len_i, len_i)`` block row-major (:func:`formers.core.varlen.varlen_attention`)
     """
 
     def __init__(
@@ -128,7 +130,8 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         cu_seqlens: Tensor,
         max_seqlen: int | None,
     ) -> Tensor:
-        """Self-attention on packed tokens ``(total, dim)``, block-diagonal over the sequences of ``cu_seqlens``."""
+        """Self-attention on packed tokens ``(total, dim)``, block-diagonal over the sequences of ``cu_seqlens``, with
+        an optional packed per-sequence ``attn_bias`` (checked by :func:`~formers.core.varlen.varlen_attention`)."""
         self._check_packed_inputs(x, context, attn_bias, key_padding_mask)
         qkv = self.qkv(x).reshape(x.shape[0], 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(1)  # each (total, h, d)
@@ -142,6 +145,7 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
             max_seqlen_k=max_seqlen,
             causal=causal,
             dropout_p=self.attn_drop if self.training else 0.0,
+            attn_bias=attn_bias,
             backend=self.backend,
         )
         return self.proj_drop(self.proj(out.flatten(1)))
@@ -152,10 +156,8 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         name = type(self).__name__
         if self.is_cross_attention or context is not None:
             raise ValueError(f"{name}: cu_seqlens (packed tokens) is supported for self-attention only")
-        if attn_bias is not None or key_padding_mask is not None:
-            raise ValueError(
-                f"{name}: packed tokens (cu_seqlens) carry no padding; pass neither attn_bias nor key_padding_mask"
-            )
+        if key_padding_mask is not None:
+            raise ValueError(f"{name}: packed tokens (cu_seqlens) carry no padding; pass no key_padding_mask")
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[-1] != self.dim:
             raise ValueError(
                 f"{name}: with cu_seqlens, x must be packed (total_tokens, {self.dim}), got {getattr(x, 'shape', x)}"

@@ -25,41 +25,9 @@ from torch_geometric.transforms import AddRandomWalkPE
 
 from formers.core.models import FormersModel
 from formers.core.registry import register_model
+from formers.graph.models.encoders import CategoricalEncoder
 
-__all__ = ["GPS", "CategoricalEncoder", "gps_zinc", "gps_molecules", "gps_pattern", "gps_cluster"]
-
-
-class CategoricalEncoder(nn.Module):
-    """Embeds categorical columns: one table for an ``int`` vocabulary, a sum of per-column tables for a sequence
-    (OGB's ``AtomEncoder`` semantics on PyG's ``from_smiles`` features).
-
-    Shapes: ids long ``(n,)`` or ``(n, columns)`` -> ``(n, dim)``.
-    """
-
-    def __init__(self, vocab: int | Sequence[int], dim: int) -> None:
-        super().__init__()
-        self.sizes = [int(vocab)] if isinstance(vocab, int) else [int(v) for v in vocab]
-        if not self.sizes or min(self.sizes) < 1:
-            raise ValueError(f"CategoricalEncoder: vocabulary sizes must be >= 1, got {vocab}")
-        self.tables = nn.ModuleList(nn.Embedding(size, dim) for size in self.sizes)
-
-    def forward(self, ids: Tensor) -> Tensor:
-        ids = ids.unsqueeze(-1) if ids.dim() == 1 else ids
-        if ids.dim() != 2 or ids.shape[1] != len(self.sizes):
-            raise ValueError(
-                f"CategoricalEncoder: expected ids of shape (n, {len(self.sizes)}) for vocabularies {self.sizes}, "
-                f"got {tuple(ids.shape)}"
-            )
-        if ids.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"CategoricalEncoder: ids must be integer categories, got {ids.dtype}")
-        for column, size in enumerate(self.sizes):
-            bad = (ids[:, column] < 0) | (ids[:, column] >= size)
-            if bad.any():
-                raise ValueError(
-                    f"CategoricalEncoder: column {column} has ids outside [0, {size}): "
-                    f"{ids[bad.nonzero()[0, 0], column].item()}"
-                )
-        return sum(table(ids[:, column]) for column, table in enumerate(self.tables))
+__all__ = ["GPS", "gps_zinc", "gps_molecules", "gps_pattern", "gps_cluster"]
 
 
 def _mlp_readout(dim: int, out_dim: int) -> nn.Sequential:
@@ -133,6 +101,9 @@ class GPS(FormersModel):
                 f"GPS: rwse must be float (num_nodes, {self.walk_length}), got {data.rwse.dtype} "
                 f"{tuple(data.rwse.shape)}"
             )
+        self.node_emb.check("GPS", "data.x", data.x, data.num_nodes)
+        if self.edge_emb is not None:
+            self.edge_emb.check("GPS", "data.edge_attr", getattr(data, "edge_attr", None), data.edge_index.shape[1])
         batch = data.batch if getattr(data, "batch", None) is not None else data.x.new_zeros(data.num_nodes)
         x = torch.cat([self.node_emb(data.x), self.pe_lin(self.pe_norm(data.rwse))], dim=-1)
         if self.edge_emb is None:

@@ -47,6 +47,7 @@ from formers.core.layers._checks import check_positive, check_probability, resol
 from formers.core.models import FormersModel
 from formers.core.registry import register_model
 from formers.graph.encodings.laplacian import LaplacianPE
+from formers.graph.models.encoders import CategoricalEncoder, check_vocab_sizes
 
 __all__ = [
     "CategoricalEncoder",
@@ -65,52 +66,6 @@ MOLECULE_ATOM_VOCAB = tuple(len(values) for values in x_map.values())  # PyG fro
 MOLECULE_BOND_VOCAB = tuple(len(values) for values in e_map.values())  # 3 bond columns
 _SCORE_CLAMP = 5.0  # official: exp(score.clamp(-5, 5)), "for softmax numerical stability"
 _EDGE_EPS = 1e-6  # official edge layer: wV / (z + 1e-6); the SBM layer divides by z alone
-
-
-def _vocab(owner: str, name: str, sizes: int | Sequence[int]) -> tuple[int, ...]:
-    sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
-    if not sizes:
-        raise ValueError(f"{owner}: {name} needs at least one column")
-    check_positive(owner, **{f"{name}[{i}]": size for i, size in enumerate(sizes)})
-    return sizes
-
-
-class CategoricalEncoder(nn.Module):
-    """One ``nn.Embedding`` per categorical column, summed (OGB's ``AtomEncoder`` semantics; one column: the official
-    ``embedding_h`` / ``embedding_e``).
-
-    Shapes: ``(n,)`` or ``(n, num_columns)`` integer ids -> ``(n, dim)``.
-    """
-
-    def __init__(self, vocab_sizes: int | Sequence[int], dim: int) -> None:
-        super().__init__()
-        self.vocab_sizes = _vocab(type(self).__name__, "vocab_sizes", vocab_sizes)
-        self.embeddings = nn.ModuleList(nn.Embedding(size, dim) for size in self.vocab_sizes)
-
-    def forward(self, ids: Tensor) -> Tensor:
-        ids = ids.view(-1, 1) if ids.dim() == 1 else ids
-        out = self.embeddings[0](ids[:, 0])
-        for column, embedding in enumerate(self.embeddings[1:], start=1):
-            out = out + embedding(ids[:, column])
-        return out
-
-    def check(self, owner: str, name: str, ids: Tensor, rows: int) -> None:
-        """Raise ``TypeError`` / ``ValueError`` naming ``name`` unless ``ids`` is ``(rows, num_columns)`` in range."""
-        if not isinstance(ids, Tensor):
-            raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(ids).__name__}")
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise TypeError(f"{owner}: {name} must hold integer category ids, got {ids.dtype}")
-        columns = len(self.vocab_sizes)
-        if not (
-            ids.dim() == 2 and ids.shape == (rows, columns) or ids.dim() == 1 and columns == 1 and len(ids) == rows
-        ):
-            raise ValueError(f"{owner}: {name} must have shape ({rows}, {columns}), got {tuple(ids.shape)}")
-        ids = ids.view(rows, columns)
-        if rows and bool(((ids < 0) | (ids >= ids.new_tensor(self.vocab_sizes))).any()):
-            raise ValueError(
-                f"{owner}: {name} has ids outside the vocabulary sizes {self.vocab_sizes} (per column: min "
-                f"{ids.amin(0).tolist()}, max {ids.amax(0).tolist()})"
-            )
 
 
 class GraphTransformerAttention(MessagePassing):
@@ -304,8 +259,10 @@ class GraphTransformer(FormersModel):
             raise ValueError(f"{owner}: readout must be 'mean', 'sum' or 'max', got {readout!r}")
         if hidden_dim // 4 < 1:
             raise ValueError(f"{owner}: hidden_dim must be >= 4 (the readout MLP halves it twice), got {hidden_dim}")
-        self.num_atom_types = _vocab(owner, "num_atom_types", num_atom_types)
-        self.num_bond_types = None if num_bond_types is None else _vocab(owner, "num_bond_types", num_bond_types)
+        self.num_atom_types = check_vocab_sizes(owner, "num_atom_types", num_atom_types)
+        self.num_bond_types = (
+            None if num_bond_types is None else check_vocab_sizes(owner, "num_bond_types", num_bond_types)
+        )
         self.edge_stream = self.num_bond_types is not None if edge_stream is None else bool(edge_stream)
         if self.num_bond_types is not None and not self.edge_stream:
             raise ValueError(f"{owner}: num_bond_types needs the edge stream (edge_stream=True or None)")
@@ -408,9 +365,7 @@ class GraphTransformer(FormersModel):
             if not isinstance(pe, Tensor) or not pe.is_floating_point():
                 raise TypeError(f"{owner}: data.lap_pe must be a floating tensor, got {getattr(pe, 'dtype', pe)}")
             if pe.dim() != 2 or pe.shape[0] != n or pe.shape[1] < self.pe_dim:
-                raise ValueError(
-                    f"{owner}: data.lap_pe must have shape ({n}, >= {self.pe_dim}), got {tuple(pe.shape)}"
-                )
+                raise ValueError(f"{owner}: data.lap_pe must have shape ({n}, >= {self.pe_dim}), got {tuple(pe.shape)}")
             # columns are ordered by eigenvalue, so the first pe_dim of a wider stored LapPE are LapPE(pe_dim): one
             # prepared dataset serves models of any PE width
             pe = pe[:, : self.pe_dim]
