@@ -74,7 +74,7 @@ def test_fit_test_predict_molecules(model, esol, tmp_path):
     assert metrics["test"]["rmse"] > 0 and metrics["epoch"] == 2
 
     smiles = tmp_path / "molecules.txt"
-    smiles.write_text("CCO\nnot a molecule\nc1ccccc1O\n")
+    smiles.write_text("CCO\nnot a molecule\nc1ccccc1O\nC\n[Na+].[Cl-]\n")  # + no edges, disconnected
     out = tmp_path / "predictions.csv"
     proc = _run(
         "predict", "--ckpt", str(run / "checkpoints" / "best.ckpt"), str(smiles), "--out", str(out), check=False
@@ -82,7 +82,12 @@ def test_fit_test_predict_molecules(model, esol, tmp_path):
     assert proc.returncode == 1, proc.stderr  # one bad row: reported, the others predicted
     assert "row 1" in proc.stderr and "molecules.txt" in proc.stderr
     rows = list(csv.DictReader(out.open()))
-    assert [(r["row"], r["smiles"]) for r in rows] == [("0", "CCO"), ("2", "c1ccccc1O")]
+    assert [(r["row"], r["smiles"]) for r in rows] == [
+        ("0", "CCO"),
+        ("2", "c1ccccc1O"),
+        ("3", "C"),
+        ("4", "[Na+].[Cl-]"),
+    ]
     assert all(float(r["prediction"]) == float(r["prediction"]) for r in rows)
 
 
