@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from formers.core.layers._checks import check_positive
 
-__all__ = ["CategoricalEncoder", "check_vocab_sizes"]
+__all__ = ["CategoricalEncoder", "check_edge_index", "check_vocab_sizes"]
 
 
 def check_vocab_sizes(owner: str, name: str, sizes: int | Sequence[int]) -> tuple[int, ...]:
@@ -57,3 +57,18 @@ class CategoricalEncoder(nn.Module):
                 f"{owner}: {name} has ids outside the vocabulary sizes {self.vocab_sizes} (per column: min "
                 f"{ids.amin(0).tolist()}, max {ids.amax(0).tolist()})"
             )
+
+
+def check_edge_index(owner: str, edge_index: object, num_nodes: int) -> None:
+    """Raise ``TypeError`` / ``ValueError`` naming ``owner`` unless ``edge_index`` is a ``(2, E)`` long tensor of node
+    ids in ``[0, num_nodes)``."""
+    if not isinstance(edge_index, Tensor) or edge_index.dtype != torch.long:
+        raise TypeError(
+            f"{owner}: data.edge_index must be a torch.long tensor, got {getattr(edge_index, 'dtype', edge_index)}"
+        )
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"{owner}: data.edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
+    if edge_index.numel() and bool(((edge_index < 0) | (edge_index >= num_nodes)).any()):
+        raise ValueError(
+            f"{owner}: data.edge_index refers to nodes outside [0, {num_nodes}) (the batch has {num_nodes} nodes)"
+        )

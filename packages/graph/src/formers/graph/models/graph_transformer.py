@@ -47,7 +47,7 @@ from formers.core.layers._checks import check_positive, check_probability, resol
 from formers.core.models import FormersModel
 from formers.core.registry import register_model
 from formers.graph.encodings.laplacian import LaplacianPE
-from formers.graph.models.encoders import CategoricalEncoder, check_vocab_sizes
+from formers.graph.models.encoders import CategoricalEncoder, check_edge_index, check_vocab_sizes
 
 __all__ = [
     "CategoricalEncoder",
@@ -340,14 +340,7 @@ class GraphTransformer(FormersModel):
         if n == 0:
             raise ValueError(f"{owner}: the batch has no nodes")
         self.atom_encoder.check(owner, "data.x", x, n)
-        if not isinstance(edge_index, Tensor) or edge_index.dtype != torch.long:
-            raise TypeError(
-                f"{owner}: data.edge_index must be a torch.long tensor, got {getattr(edge_index, 'dtype', edge_index)}"
-            )
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"{owner}: data.edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
-        if edge_index.numel() and bool(((edge_index < 0) | (edge_index >= n)).any()):
-            raise ValueError(f"{owner}: data.edge_index refers to nodes outside [0, {n}) (the batch has {n} nodes)")
+        check_edge_index(owner, edge_index, n)
         edge_attr = None
         if isinstance(self.bond_encoder, CategoricalEncoder):
             edge_attr = getattr(data, "edge_attr", None)

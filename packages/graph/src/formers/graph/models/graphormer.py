@@ -70,6 +70,7 @@ from formers.core.models import FormersModel
 from formers.core.registry import register_model
 from formers.core.varlen import unpack
 from formers.graph.encodings.shortest_paths import NEXT_KEY, SPD_KEY, ShortestPaths
+from formers.graph.models.encoders import check_edge_index
 
 __all__ = [
     "GraphormerLayer",
@@ -494,14 +495,7 @@ class Graphormer(FormersModel):
         num_nodes = x.shape[0]
         if num_nodes == 0:
             raise ValueError(f"{owner}: the batch has no nodes")
-        if not isinstance(edge_index, Tensor) or edge_index.dtype != torch.long:
-            raise TypeError(
-                f"{owner}: data.edge_index must be a torch.long tensor, got {getattr(edge_index, 'dtype', edge_index)}"
-            )
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"{owner}: data.edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
-        if edge_index.numel() and bool(((edge_index < 0) | (edge_index >= num_nodes)).any()):
-            raise ValueError(f"{owner}: data.edge_index refers to nodes outside [0, {num_nodes})")
+        check_edge_index(owner, edge_index, num_nodes)
         ptr = self._ptr(owner, data, num_nodes, x.device)
         inputs = {"x": x, "edge_index": edge_index, "ptr": ptr}
         num_pairs = int((ptr[1:] - ptr[:-1]).square().sum())
