@@ -45,12 +45,8 @@ from torch_geometric.utils import from_smiles
 from _timing import interleaved_timings, load_average, pin_threads, write_json
 from formers.core.registry import create_model, get_model_entry
 from formers.graph.encodings.laplacian import LaplacianPE
-from formers.graph.models.graph_transformer import (
-    MOLECULE_ATOM_VOCAB,
-    MOLECULE_BOND_VOCAB,
-    CategoricalEncoder,
-    MLPReadout,
-)
+from formers.graph.models.encoders import MOLECULE_ATOM_VOCAB, MOLECULE_BOND_VOCAB, CategoricalEncoder
+from formers.graph.models.graph_transformer import MLPReadout
 
 CONTENDERS = ("gt", "transformerconv", "gps")
 DEFAULT_SMILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "graph" / "zinc_jtvae" / "test.txt"

@@ -6,10 +6,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils.smiles import e_map, x_map
 
 from formers.core.layers._checks import check_positive
 
-__all__ = ["CategoricalEncoder", "check_edge_index", "check_vocab_sizes"]
+__all__ = ["MOLECULE_ATOM_VOCAB", "MOLECULE_BOND_VOCAB", "CategoricalEncoder", "check_edge_index", "check_vocab_sizes"]
+
+MOLECULE_ATOM_VOCAB = tuple(len(values) for values in x_map.values())  # PyG from_smiles: 9 atom columns
+MOLECULE_BOND_VOCAB = tuple(len(values) for values in e_map.values())  # 3 bond columns
 
 
 def check_vocab_sizes(owner: str, name: str, sizes: int | Sequence[int]) -> tuple[int, ...]:

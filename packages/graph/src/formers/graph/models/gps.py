@@ -25,7 +25,7 @@ from torch_geometric.transforms import AddRandomWalkPE
 
 from formers.core.models import FormersModel
 from formers.core.registry import register_model
-from formers.graph.models.encoders import CategoricalEncoder
+from formers.graph.models.encoders import MOLECULE_ATOM_VOCAB, MOLECULE_BOND_VOCAB, CategoricalEncoder
 
 __all__ = ["GPS", "gps_zinc", "gps_molecules", "gps_pattern", "gps_cluster"]
 
@@ -170,9 +170,7 @@ def gps_zinc(**kwargs) -> GPS:
 @register_model(paper=_PAPER, test_kwargs=_TINY)
 def gps_molecules(**kwargs) -> GPS:
     """The ZINC architecture on PyG ``from_smiles`` features (9 atom / 3 bond columns): MoleculeNet HIV, ESOL."""
-    from torch_geometric.utils.smiles import e_map, x_map
-
-    sizes = {"num_atom_types": [len(v) for v in x_map.values()], "num_bond_types": [len(v) for v in e_map.values()]}
+    sizes = {"num_atom_types": MOLECULE_ATOM_VOCAB, "num_bond_types": MOLECULE_BOND_VOCAB}
     return GPS(**{**sizes, "out_dim": 1, **kwargs})
 
 

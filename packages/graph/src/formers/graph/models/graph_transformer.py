@@ -41,13 +41,18 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
-from torch_geometric.utils.smiles import e_map, x_map
 
 from formers.core.layers._checks import check_positive, check_probability, resolve_head_dim
 from formers.core.models import FormersModel
 from formers.core.registry import register_model
 from formers.graph.encodings.laplacian import LaplacianPE
-from formers.graph.models.encoders import CategoricalEncoder, check_edge_index, check_vocab_sizes
+from formers.graph.models.encoders import (
+    MOLECULE_ATOM_VOCAB,
+    MOLECULE_BOND_VOCAB,
+    CategoricalEncoder,
+    check_edge_index,
+    check_vocab_sizes,
+)
 
 __all__ = [
     "CategoricalEncoder",
@@ -62,8 +67,6 @@ __all__ = [
     "graph_transformer_molecules",
 ]
 
-MOLECULE_ATOM_VOCAB = tuple(len(values) for values in x_map.values())  # PyG from_smiles: 9 atom columns
-MOLECULE_BOND_VOCAB = tuple(len(values) for values in e_map.values())  # 3 bond columns
 _SCORE_CLAMP = 5.0  # official: exp(score.clamp(-5, 5)), "for softmax numerical stability"
 _EDGE_EPS = 1e-6  # official edge layer: wV / (z + 1e-6); the SBM layer divides by z alone
 

@@ -61,7 +61,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.utils.smiles import e_map, x_map
 
 from formers.core.layers import MultiHeadAttention
 from formers.core.layers._checks import check_positive, check_probability
@@ -70,7 +69,7 @@ from formers.core.models import FormersModel
 from formers.core.registry import register_model
 from formers.core.varlen import unpack
 from formers.graph.encodings.shortest_paths import NEXT_KEY, SPD_KEY, ShortestPaths
-from formers.graph.models.encoders import check_edge_index
+from formers.graph.models.encoders import MOLECULE_ATOM_VOCAB, MOLECULE_BOND_VOCAB, check_edge_index
 
 __all__ = [
     "GraphormerLayer",
@@ -87,8 +86,6 @@ __all__ = [
 _PAPER = "Do Transformers Really Perform Bad for Graph Representation? (Ying et al., NeurIPS 2021)"
 FEATURE_OFFSET = 512  # rows per feature column in the shared tables (v1 ``convert_to_single_emb``)
 UNREACHABLE_DISTANCE = 510  # v1 ``floyd_warshall``
-MOLECULE_ATOM_VOCAB = tuple(len(values) for values in x_map.values())  # PyG from_smiles: 9 atom columns
-MOLECULE_BOND_VOCAB = tuple(len(values) for values in e_map.values())  # 3 bond columns
 
 
 def _vocab(owner: str, name: str, value: int | Sequence[int] | None) -> tuple[int, ...] | None:
