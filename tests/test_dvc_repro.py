@@ -38,6 +38,7 @@ TINY_DATA = {
     "timeseries": {"rows": 1000},
     "vision": {"train_per_class": 16, "test_per_class": 8},
     "graph": {"train": 40, "val": 10, "test": 10},
+    "pde": {"train": 16, "val": 4, "test": 4, "grid": 256},
 }
 METRICS = "results/bench/attention.json"
 PLOTS = "results/bench/attention.tsv"

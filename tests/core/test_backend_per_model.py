@@ -32,6 +32,13 @@ NOT_SOFTMAX = {
     },
     # PyG's GPSConv: torch.nn.MultiheadAttention on a padded batch, the baseline users would pick, kept as PyG has it
     **{f"gps_{c}": "PyG's own torch.nn.MultiheadAttention" for c in ("zinc", "molecules", "pattern", "cluster")},
+    # formers-pde: softmax-free attention (Galerkin / Fourier, GNOT's normalized linear attention, FactFormer's axial
+    # low-rank kernels) and neuraloperator's FNO (spectral convolutions): no softmax attention call anywhere
+    **{
+        name: "linear attention / factorized kernels / spectral convolutions"
+        for name in list_models()
+        if name.startswith(("galerkin_", "fourier_", "factformer_", "gnot_", "fno_"))
+    },
 }
 ORACLE = "reference"
 

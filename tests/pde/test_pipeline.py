@@ -104,7 +104,7 @@ def test_trajectory_module_windows_and_rollouts(tmp_path: Path) -> None:
     data = TrajectoryDataModule(str(path), subsample=2, test_subsamples=[2, 1], t_in=3, t_out=1, rollout=4)
     x, y = data.dataset("train").tensors
     assert x.shape == (3 * 9, 8, 8, 3) and y.shape == (3 * 9, 8, 8, 1)  # 12 frames: 9 windows of 3 + 1 each
-    torch.testing.assert_close(x[1, ..., :2], x[0, ..., 1:])  # consecutive windows overlap by t_in - 1 frames
+    torch.testing.assert_close(x[3, ..., :2], x[0, ..., 1:])  # window starts 0 and 1 of trajectory 0 overlap
     vx, vy = data.dataset("val").tensors
     assert vx.shape == (1, 8, 8, 3) and vy.shape == (1, 8, 8, 4)
     assert data.test_names() == ["@8", "@16"]
@@ -158,7 +158,7 @@ def _point_cloud_file(path: Path) -> Path:
 
 def test_point_cloud_module_pads_with_masks(tmp_path: Path) -> None:
     path = _point_cloud_file(tmp_path / "heat.h5")
-    data = PointCloudDataModule(str(path), batch_size=3)
+    data = PointCloudDataModule(str(path), batch_size=3, packed=False)
     assert data.model_sizes() == {"coord_dim": 2, "function_channels": [3, 3], "params_dim": 1, "out_channels": 1}
     inputs, target = next(iter(data.train_dataloader()))
     lengths = (~inputs["query_padding"]).sum(1)
@@ -210,3 +210,24 @@ def test_fit_test_at_two_resolutions_and_predict(burgers_file: Path, tmp_path: P
     assert failed.returncode == 1 and "bad.npy" in failed.stderr
     no_out = _cli("predict", "--ckpt", str(ckpt), str(burgers_file), cwd=tmp_path)
     assert no_out.returncode == 1 and "--out" in no_out.stderr
+
+
+def test_point_cloud_module_packs_by_default_and_the_loss_matches_padded(tmp_path: Path) -> None:
+    path = _point_cloud_file(tmp_path / "heat.h5")
+    packed, padded = (
+        PointCloudDataModule(str(path), batch_size=3),
+        PointCloudDataModule(str(path), batch_size=3, packed=False),
+    )
+    (p_inputs, p_target), (d_inputs, d_target) = (
+        next(iter(packed.test_dataloader())),
+        next(iter(padded.test_dataloader())),
+    )
+    lengths = p_inputs["query_lengths"]
+    assert p_inputs["coords"].shape[0] == int(lengths.sum()) == int((~d_inputs["query_padding"]).sum())
+    task = OperatorTask("gnot_small", model_kwargs={"hidden_dim": 16, "num_layers": 1}, data_sizes=packed.model_sizes())
+    task.eval()
+    with torch.no_grad():
+        loss_packed = task.loss(task(p_inputs), p_target)
+        loss_padded = task.loss(task(d_inputs), d_target)
+    torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-5, atol=1e-6)
+    assert task.batch_size(None, p_inputs, p_target) == 2  # the 2 test samples

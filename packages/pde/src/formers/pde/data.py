@@ -10,8 +10,9 @@ Three layouts, one module each, all on :class:`formers.core.data.SplitDataModule
 - :class:`TrajectoryDataModule`: frames of a time-dependent field (Kolmogorov vorticity). Training pairs are windows
   ``T_in`` frames -> the next ``T_out``; validation and test are autoregressive rollouts: the first ``T_in`` frames of
   each held-out trajectory -> the next ``rollout`` frames (the task feeds its predictions back).
-- :class:`PointCloudDataModule`: ragged point sets on irregular meshes (the GNOT heat problem), batched by
-  :func:`formers.pde.pointcloud.collate_point_clouds` with padding masks.
+- :class:`PointCloudDataModule`: ragged point sets on irregular meshes (the GNOT heat problem), batched padding-free
+  by :func:`formers.pde.pointcloud.pack_point_clouds` (default) or padded with masks by
+  :func:`formers.pde.pointcloud.collate_point_clouds`.
 
 Normalisation: inputs are standardised per channel with the training split's mean and standard deviation; targets are
 divided by the training split's root-mean-square per channel, **without a shift**, so the relative L2 error of a
@@ -33,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from formers.core.data import SplitDataModule
-from formers.pde.pointcloud import collate_point_clouds
+from formers.pde.pointcloud import collate_point_clouds, pack_point_clouds
 
 __all__ = [
     "PDEDataModule",
@@ -410,12 +411,14 @@ class PointCloudDataset(Dataset):
 
 
 class PointCloudDataModule(PDEDataModule):
-    """Ragged point sets (the GNOT heat problem of :mod:`formers.pde.solvers.heat_fem`), padded with masks.
+    """Ragged point sets (the GNOT heat problem of :mod:`formers.pde.solvers.heat_fem`), packed or padded.
 
     Args:
         path: the HDF5 file.
         functions: names of the input functions (datasets ``f_<name>`` with ``f_<name>_offsets``), in model order.
         batch_size, num_workers, limit: as :class:`GridDataModule`.
+        packed: padding-free batches (:func:`~formers.pde.pointcloud.pack_point_clouds`: a batch costs what its
+            samples cost alone); ``False``: padded with masks (:func:`~formers.pde.pointcloud.collate_point_clouds`).
     """
 
     kind = "pointcloud"
@@ -427,9 +430,11 @@ class PointCloudDataModule(PDEDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         limit: int | None = None,
+        packed: bool = True,
     ) -> None:
         super().__init__(path, batch_size, num_workers, None)
         self.functions = list(functions)
+        self.packed = packed
         self.sample_limit = limit
         self._sizes: dict[str, Any] = {}
 
@@ -470,7 +475,7 @@ class PointCloudDataModule(PDEDataModule):
         return dict(self._sizes)
 
     def collate(self) -> Callable[[list[Any]], Any]:
-        return collate_point_clouds
+        return pack_point_clouds if self.packed else collate_point_clouds
 
     def data_facts(self) -> dict[str, Any]:
         return {**super().data_facts(), "functions": self.functions, "attrs": _plain(read_file_attrs(self.path))}

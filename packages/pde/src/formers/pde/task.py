@@ -6,7 +6,8 @@ One task serves every formers-pde model; what differs is read from the batch:
 - **rollout** batches (validation / test of :class:`formers.pde.data.TrajectoryDataModule`): ``u`` has more frames
   than the model predicts per call, so the model is applied autoregressively, its predictions fed back as the newest
   input frames, until ``u``'s frames are predicted; the metric is the relative L2 over the whole rollout;
-- **point-cloud** batches ``(inputs, {"values", "padding"})``: the norms run over the real points only.
+- **point-cloud** batches ``(inputs, {"values", "padding"})``: the norms run over the real points only; packed
+  (padding-free) batches ``(inputs, {"values", "lengths"})``: the norms run over each sample's rows.
 
 Loss (Cao 2021, the Galerkin Transformer's ``WeightedL2Loss`` without its regulariser): per sample
 ``‖ŷ − u‖ / ‖u‖ + γ ‖∇ŷ − ∇u‖ / ‖∇u‖`` (the second term the relative H1 seminorm, central differences on the
@@ -30,7 +31,7 @@ from torchmetrics import MeanMetric, Metric
 
 from formers.core.tasks import Task
 
-__all__ = ["OperatorTask", "relative_l2", "relative_h1"]
+__all__ = ["OperatorTask", "relative_l2", "relative_l2_packed", "relative_h1"]
 
 _EPS = 1e-12
 
@@ -44,6 +45,26 @@ def relative_l2(pred: Tensor, target: Tensor, padding: Tensor | None = None) -> 
         diff, ref = diff * keep, ref * keep
     num = diff.flatten(1).square().sum(1)
     den = ref.flatten(1).square().sum(1)
+    return (num / den.clamp_min(_EPS)).sqrt()
+
+
+def relative_l2_packed(pred: Tensor, target: Tensor, lengths: Tensor) -> Tensor:
+    """Per-sample relative L2 on packed rows (:func:`formers.pde.pointcloud.pack_point_clouds`): ``pred`` and
+    ``target`` ``(ΣN, C)`` hold the rows of every sample one after the other, ``lengths`` ``(B,)`` the rows of each.
+    Returns ``(B,)``, equal to :func:`relative_l2` on the padded batch."""
+    if pred.shape != target.shape or pred.dim() < 1:
+        raise ValueError(f"relative_l2_packed: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
+        raise TypeError(f"relative_l2_packed: lengths must be a (batch,) integer tensor, got {lengths.dtype} "
+                        f"of shape {tuple(lengths.shape)}")  # fmt: skip
+    rows = pred.shape[0]
+    if int(lengths.sum()) != rows or bool((lengths < 0).any()):
+        raise ValueError(f"relative_l2_packed: lengths {lengths.tolist()} must be >= 0 and sum to the {rows} rows")
+    ids = torch.repeat_interleave(torch.arange(lengths.numel(), device=pred.device), lengths.to(pred.device),
+                                  output_size=rows)  # fmt: skip
+    diff, ref = (pred - target).float().reshape(rows, -1), target.float().reshape(rows, -1)
+    num = diff.new_zeros(lengths.numel()).index_add(0, ids, diff.square().sum(1))
+    den = ref.new_zeros(lengths.numel()).index_add(0, ids, ref.square().sum(1))
     return (num / den.clamp_min(_EPS)).sqrt()
 
 
@@ -84,6 +105,8 @@ class OperatorTask(Task):
         raise TypeError(f"{type(self).__name__} expects (inputs, target) batches, got {type(batch).__name__}")
 
     def batch_size(self, batch: Any, inputs: Any, target: Any) -> int:
+        if isinstance(target, Mapping) and "lengths" in target:  # packed point clouds: rows of every sample
+            return int(target["lengths"].shape[0])
         values = target["values"] if isinstance(target, Mapping) else target
         return int(values.shape[0])
 
@@ -112,6 +135,11 @@ class OperatorTask(Task):
     # ------------------------------------------------------------------------------------------ loss and metrics
     def _errors(self, output: Tensor, target: Any) -> tuple[Tensor, Tensor | None]:
         """Per-sample relative L2 and (grids) relative H1 errors."""
+        if isinstance(target, Mapping) and "lengths" in target:  # packed point clouds
+            values = target["values"]
+            if output.shape != values.shape:
+                raise ValueError(f"{type(self).__name__}: output {tuple(output.shape)} vs target {tuple(values.shape)}")
+            return relative_l2_packed(output, values, target["lengths"]), None
         if isinstance(target, Mapping):
             values, padding = target["values"], target["padding"]
             if output.shape != values.shape:

@@ -51,7 +51,9 @@ class HeadLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_heads, 1, head_dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[-1:], eps=self.eps) * self.weight + self.bias
+        if self.weight.shape[0] == 1:  # one head: LayerNorm's own fused affine
+            return F.layer_norm(x, x.shape[-1:], self.weight.view(-1), self.bias.view(-1), self.eps)
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight)
 
 
 class LinearAttention(nn.Module):
@@ -155,8 +157,13 @@ class LinearAttention(nn.Module):
     def forward(self, x: Tensor, *, key_padding_mask: Tensor | None = None, pos: Tensor | None = None) -> Tensor:
         self._check_inputs(x, key_padding_mask, pos)
         batch, length, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (b, h, n, d)
+        # one GEMM per projection (blocks of the fused weight): contiguous outputs, fewer copies than splitting one
+        # strided (b, n, 3, h, d) result, the same numbers
+        biases = (None,) * 3 if self.qkv.bias is None else self.qkv.bias.chunk(3)
+        q, k, v = (
+            F.linear(x, weight, bias).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+            for weight, bias in zip(self.qkv.weight.chunk(3), biases, strict=True)
+        )  # each (b, h, n, d)
         q, k, v = self.q_norm(q), self.k_norm(k), self.v_norm(v)
         if self.pos_dim:  # Cao: the raw coordinates in front of every head's q, k, v, after the norms
             pos = pos.to(q.dtype)[:, None].expand(batch, self.num_heads, length, self.pos_dim)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from formers.core.models import FormersModel
+from formers.core.models import FormersModel, check_input
 from formers.core.registry import register_model
 
 __all__ = ["FNOGrid", "fno_burgers", "fno_darcy", "fno_kolmogorov"]
@@ -91,12 +91,10 @@ class FNOGrid(FormersModel):
         return self.fno(channels_first).movedim(1, -1)
 
     def _check(self, x: Tensor) -> None:
-        expected = 2 + self.spatial_dims
-        if x.ndim != expected or x.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"FNOGrid: x must be (B, {', '.join(['n'] * self.spatial_dims)}, {self.in_channels}) (channels last), "
-                f"got {tuple(x.shape)}"
-            )
+        axes = ", ".join(["n"] * self.spatial_dims)
+        check_input("FNOGrid: x", x, ndim=2 + self.spatial_dims, floating=True, dims=f"(B, {axes}, {self.in_channels})")
+        if x.shape[-1] != self.in_channels:
+            raise ValueError(f"FNOGrid: x must have {self.in_channels} channels last, got shape {tuple(x.shape)}")
         too_small = [n for n, m in zip(x.shape[1:-1], self.n_modes, strict=True) if n // 2 + 1 < m]
         if too_small:
             raise ValueError(
