@@ -54,7 +54,11 @@ def plot_fields(prediction: np.ndarray, truth: np.ndarray | None, path: Path, ti
             vmin = min(p.min() for _, p in panels[:2])
             vmax = max(p.max() for _, p in panels[:2])
             for j, (name, field) in enumerate(panels):
-                cmap, limits = ("RdBu_r", {}) if name == "error" else ("viridis", {"vmin": vmin, "vmax": vmax})
+                if name == "error":  # diverging colours centred on zero: blue under-, red over-prediction
+                    bound = float(abs(field).max()) or 1.0
+                    cmap, limits = "RdBu_r", {"vmin": -bound, "vmax": bound}
+                else:
+                    cmap, limits = "viridis", {"vmin": vmin, "vmax": vmax}
                 image = axes[i, j].imshow(field.T, origin="lower", cmap=cmap, **limits)
                 axes[i, j].set_title(f"{name} {i}")
                 axes[i, j].set_xticks([])
@@ -85,8 +89,12 @@ def plot_point_cloud(
         if truth[i] is not None:
             panels += [("truth", truth[i][:, 0]), ("error", prediction[i][:, 0] - truth[i][:, 0])]
         for j, (name, values) in enumerate(panels):
+            limits = {}
+            if name == "error":  # diverging colours centred on zero, as in plot_fields
+                bound = float(abs(values).max()) or 1.0
+                limits = {"vmin": -bound, "vmax": bound}
             cmap = "RdBu_r" if name == "error" else "viridis"
-            image = axes[i, j].tripcolor(tri, values, shading="gouraud", cmap=cmap)
+            image = axes[i, j].tripcolor(tri, values, shading="gouraud", cmap=cmap, **limits)
             axes[i, j].set_aspect("equal")
             axes[i, j].set_title(f"{name} {i}")
             axes[i, j].set_xticks([])
