@@ -169,15 +169,35 @@ def test_pipeline_up_to_date_after_repro(reproduced: tuple[Path, dict[str, str]]
 # The wiring of every dvc.yaml, read statically (quick: no stage runs).
 
 
+def _expand(template: object, key: str, item: object) -> object:
+    """A ``foreach`` template with ``${key}``, ``${item}`` and ``${item.<field>}`` filled in for one item."""
+    if isinstance(template, dict):
+        return {k: _expand(v, key, item) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_expand(v, key, item) for v in template]
+    if not isinstance(template, str):
+        return template
+    text = template.replace("${key}", key)
+    if isinstance(item, dict):
+        return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m[1]]), text)
+    return text.replace("${item}", str(item))
+
+
 def stages() -> dict[str, tuple[dict, str]]:
-    """``file:stage`` -> (stage, its working directory relative to the repository root); a ``foreach`` stage is its
-    ``do`` template (``${item}`` left in)."""
+    """``file:stage`` -> (stage, its working directory relative to the repository root); a ``foreach`` stage gives one
+    entry per item (``file:stage@key``, its ``do`` template filled in); a ``matrix`` stage is its template."""
     found = {}
     for path in PIPELINES:
         for name, stage in yaml.safe_load(path.read_text())["stages"].items():
-            stage = stage.get("do", stage)
-            wdir = (path.parent / stage.get("wdir", ".")).resolve().relative_to(ROOT).as_posix()
-            found[f"{path.relative_to(ROOT)}:{name}"] = (stage, wdir)
+            items = stage.get("foreach")
+            expanded = (
+                {f"{name}@{key}": _expand(stage["do"], key, item) for key, item in items.items()}
+                if isinstance(items, dict) and "do" in stage
+                else {name: stage.get("do", stage)}
+            )
+            for full_name, body in expanded.items():
+                wdir = (path.parent / body.get("wdir", ".")).resolve().relative_to(ROOT).as_posix()
+                found[f"{path.relative_to(ROOT)}:{full_name}"] = (body, wdir)
     return found
 
 
@@ -239,9 +259,9 @@ def test_data_stages_depend_on_the_code_that_writes_the_data() -> None:
     """``python -m formers.<domain>.<module>`` stages depend on that module's file."""
     checked = 0
     for name, (stage, wdir) in stages().items():
-        for module in re.findall(r"python -m (formers\.\w+\.\w+)", command(stage)):
-            _, domain, leaf = module.split(".")
-            source = f"packages/{domain}/src/formers/{domain}/{leaf}.py"
+        for module in re.findall(r"python -m (formers(?:\.\w+){2,})", command(stage)):
+            domain = module.split(".")[1]  # formers.<domain>.<module>[.<submodule>...]
+            source = f"packages/{domain}/src/{module.replace('.', '/')}.py"
             assert (ROOT / source).is_file(), f"{name}: {module} has no {source}"
             assert source in deps(stage, wdir), f"{name} runs {module} but does not depend on {source}"
             checked += 1

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from formers.core.layers._checks import check_positive
 from formers.core.models import FormersModel, check_input
 from formers.core.registry import register_model
 
@@ -67,6 +68,10 @@ class FNOGrid(FormersModel):
         **fno_kwargs: Any,
     ) -> None:
         super().__init__()
+        check_positive(
+            "FNOGrid", hidden_channels=hidden_channels, in_channels=in_channels, out_channels=out_channels,
+            n_layers=n_layers,
+        )  # fmt: skip
         n_modes = tuple(int(m) for m in n_modes)
         if not n_modes or any(m < 1 for m in n_modes):
             raise ValueError(f"FNOGrid: n_modes must be positive integers, one per spatial axis, got {n_modes}")
