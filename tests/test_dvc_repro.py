@@ -39,6 +39,7 @@ TINY_DATA = {
     "vision": {"train_per_class": 16, "test_per_class": 8},
     "graph": {"train": 40, "val": 10, "test": 10},
     "pde": {"train": 16, "val": 4, "test": 4, "grid": 256},
+    "bytes": {"train": 16, "val": 4, "test": 4},
 }
 METRICS = "results/bench/attention.json"
 PLOTS = "results/bench/attention.tsv"

@@ -17,6 +17,7 @@ from formers.core.layers.embed import (
     sinusoidal_embedding,
     sinusoidal_embedding_2d,
 )
+from formers.core.layers.kv_cache import KVCache
 from formers.core.layers.linear_attention import HeadLayerNorm, LinearAttention
 from formers.core.layers.mlp import GEGLU, GluMlp, Mlp, SwiGLU, get_mlp_layer
 from formers.core.layers.performer import PerformerAttention as PerformerAttention  # T2T-style FAVOR+
@@ -32,6 +33,7 @@ __all__ = [
     "WindowAttention1d",
     "TransformerBlock",
     "CrossAttentionBlock",
+    "KVCache",
     "Mlp",
     "GluMlp",
     "GEGLU",

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from formers.core.attention import AttentionBackendMixin, attention
 from formers.core.layers._checks import check_positive, check_probability, check_tokens, resolve_head_dim
 from formers.core.layers.create import LayerType, get_norm_layer
+from formers.core.layers.kv_cache import KVCache
 from formers.core.varlen import varlen_attention
 
 __all__ = ["MultiHeadAttention"]
@@ -45,6 +46,9 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         - attn_bias: float, broadcastable to ``(batch, num_heads, len_q, len_k)``
         - key_padding_mask: bool ``(batch, len_k)``, ``True`` = ignore this key
         - output: ``(batch, len_q, dim)``
+        - incremental decoding (``kv_cache`` given, self-attention only): x ``(batch, new, dim)``; the keys and values
+          of ``x`` are appended to the cache and the queries attend to all of it (``len_k = cache length``; a
+          ``key_padding_mask`` then covers the cached keys and the new ones). See :mod:`formers.core.layers.kv_cache`
         - packed self-attention (``cu_seqlens`` given): x ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``,
           output ``(total_tokens, dim)``; each sequence attends only to itself (:func:`formers.core.varlen.pack`);
           attn_bias, if any, is packed per sequence: float ``(num_heads, sum_i len_i ** 2)``, sequence ``i``'s
@@ -101,12 +105,17 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         causal: bool = False,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
+        kv_cache: KVCache | None = None,
     ) -> Tensor:
         if cu_seqlens is not None:
+            if kv_cache is not None:
+                raise ValueError(f"{type(self).__name__}: kv_cache and cu_seqlens (packed tokens) cannot be combined")
             return self._forward_packed(x, context, attn_bias, key_padding_mask, causal, cu_seqlens, max_seqlen)
         self._check_inputs(x, context)
         q, k, v = self._project(x, context)
         q, k = self.q_norm(q), self.k_norm(k)
+        if kv_cache is not None:
+            k, v = self._cached(kv_cache, k, v)
         out = attention(
             q,
             k,
@@ -119,6 +128,14 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         )
         out = out.transpose(1, 2).flatten(2)  # (b, h, n, d) -> (b, n, h * d)
         return self.proj_drop(self.proj(out))
+
+    def _cached(self, kv_cache: KVCache, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the step's keys/values to ``kv_cache`` and return all of them (self-attention only)."""
+        if self.is_cross_attention:
+            raise ValueError(f"{type(self).__name__}: kv_cache caches self-attention only")
+        if not isinstance(kv_cache, KVCache):
+            raise TypeError(f"{type(self).__name__}: kv_cache must be a KVCache, got {type(kv_cache).__name__}")
+        return kv_cache.append(k, v)
 
     def _forward_packed(
         self,

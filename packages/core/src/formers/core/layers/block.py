@@ -11,6 +11,7 @@ from formers.core.layers._checks import check_tokens
 from formers.core.layers.attention import MultiHeadAttention
 from formers.core.layers.create import LayerType, get_norm_layer
 from formers.core.layers.drop import DropPath, LayerScale, drop_path
+from formers.core.layers.kv_cache import KVCache
 from formers.core.layers.mlp import get_mlp_layer
 
 __all__ = ["TransformerBlock", "CrossAttentionBlock"]
@@ -83,6 +84,8 @@ class TransformerBlock(nn.Module):
         - output: ``(batch, length, dim)``
         - packed (``cu_seqlens`` given): x and output ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``; no
           attn_bias / key_padding_mask (see :mod:`formers.core.varlen`)
+        - incremental decoding (``kv_cache`` given): x and output ``(batch, new, dim)``, the attention sees the
+          cached tokens too (:class:`~formers.core.layers.KVCache`; key_padding_mask ``(batch, cached + new)``)
     """
 
     def __init__(
@@ -131,8 +134,11 @@ class TransformerBlock(nn.Module):
         causal: bool = False,
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
+        kv_cache: KVCache | None = None,
     ) -> Tensor:
         masks = {"attn_bias": attn_bias, "key_padding_mask": key_padding_mask, "causal": causal}
+        if kv_cache is not None:  # only when given: attention layers swapped in by users need not know the argument
+            masks["kv_cache"] = kv_cache
         drop1, drop2 = self.drop_path1, self.drop_path2
         if cu_seqlens is None:
             check_tokens(type(self).__name__, "x", x, self.dim)  # before the norm, which would fail less clearly
