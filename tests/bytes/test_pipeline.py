@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from formers.bytes import cpu_sim
 from formers.bytes.data import collate_sequences
+from formers.bytes.domain import DOMAIN
 from formers.bytes.patches import conversion_sequence, file_sequence
 from formers.bytes.task import ByteLMTask, predicted_patch_mask
 
@@ -82,6 +85,24 @@ def test_perfect_logits_give_zero_bits_and_full_accuracy() -> None:
     assert metrics["byte_acc"].compute() == 1.0 and metrics["patch_acc"].compute() == 1.0
 
 
+def test_training_decodes_only_the_target_patches_with_the_same_loss_and_gradients() -> None:
+    task = _task().eval()  # no dropout: both passes see the same network
+    batch = collate_sequences([conversion_sequence(b"abc" * 10, "abc", b"xy" * 9, "mid")])
+    inputs, target = task.unpack(batch)
+    decode = batch[1]["target_mask"].any(dim=-1)
+    assert 0 < int(decode.sum()) < int(inputs["num_patches"][0]) - 1  # the ABC patches are skipped
+    grads = []
+    for kwargs in ({}, {"decode_mask": decode}):
+        task.zero_grad()
+        logits = task.model(**inputs, **kwargs)
+        task.loss(logits, target).backward()
+        grads.append([p.grad.clone() for p in task.parameters()])
+        if kwargs:
+            assert not logits[0][~decode[0]].any()  # rows left out are zeros
+    for full, part in zip(*grads, strict=True):
+        torch.testing.assert_close(part, full)
+
+
 def test_the_task_refuses_other_batches() -> None:
     with pytest.raises(TypeError, match="formers.bytes.data"):
         _task().unpack((torch.zeros(2, 3), torch.zeros(2)))
@@ -91,10 +112,17 @@ def test_the_task_refuses_other_batches() -> None:
 
 # ---------------------------------------------------------------------------------------------- CLI end to end
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from formers.bytes.domain import main; sys.exit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
-    )
+    """``formers-bytes ARGS`` run in this process (a subprocess would pay the imports again, ~10 s per call)."""
+    out, err, here, code = io.StringIO(), io.StringIO(), os.getcwd(), 0
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            DOMAIN.main(list(args))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
