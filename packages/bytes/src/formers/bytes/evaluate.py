@@ -111,9 +111,12 @@ def _plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path, acc
 # ------------------------------------------------------------------------------------------------------- samples
 def evaluate_samples(run: TrainedRun, data: Any, out: Path, options: argparse.Namespace) -> dict[str, Any]:
     test = data.dataset("test")
-    documents = [doc for doc in test.documents if len(doc) > options.prompt_bytes][: options.limit]
-    extensions = [test.extensions[test.documents.index(doc)] for doc in documents]
-    prompts = [file_prompt(doc[: options.prompt_bytes], ext) for doc, ext in zip(documents, extensions, strict=True)]
+    chosen = [
+        (doc, ext) for doc, ext in zip(test.documents, test.extensions, strict=True) if len(doc) > options.prompt_bytes
+    ]
+    chosen = chosen[: options.limit]
+    documents = [doc for doc, _ in chosen]
+    prompts = [file_prompt(doc[: options.prompt_bytes], ext) for doc, ext in chosen]
     budget = -(-options.max_new_bytes // PATCH_SIZE) + 1
     results = generate(run.task.model, prompts, max_new_patches=budget, temperature=0.0)
     rows, lines = [], ["# Greedy continuations of held-out documents", ""]
