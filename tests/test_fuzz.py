@@ -293,7 +293,17 @@ def _run_model_case(case: dict[str, Any]):
     kwargs = {k: _tuples(v) for k, v in case["kwargs"].items()}
     model = create_model(case["name"], **kwargs).eval()
     out = model(**model.example_inputs(batch_size=2))
-    return out if isinstance(out, torch.Tensor) else torch.cat([o.flatten() for o in out])
+    return torch.cat([o.flatten().float() for o in _tensors(out)])
+
+
+def _tensors(out: Any) -> list:
+    """Every tensor of a model output: a tensor, a tuple / list, or a (nested) dict of them (kMaX-DeepLab)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out
+    return [t for value in values for t in _tensors(value)]
 
 
 def _tuples(value: Any) -> Any:

@@ -31,6 +31,33 @@ def tensor_inputs(inputs: dict) -> list[str]:
     return [key for key, value in inputs.items() if isinstance(value, Tensor)]
 
 
+def tensors(out) -> list[Tensor]:
+    """Every tensor of an output: a tensor, or a (nested) dict / list of them (e.g. kMaX-DeepLab's dict)."""
+    if isinstance(out, Tensor):
+        return [out]
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else []
+    return [t for value in values for t in tensors(value)]
+
+
+def check_shape(out, expected) -> None:
+    """``expected_output_shape`` is a shape, or for dict outputs a ``{key: shape}`` of (some of) its tensors."""
+    if isinstance(expected, dict):
+        assert isinstance(out, dict)
+        assert {key: tuple(out[key].shape) for key in expected} == {k: tuple(v) for k, v in expected.items()}
+    else:
+        assert isinstance(out, Tensor)
+        assert out.shape == expected
+
+
+def batch_slice(out, i: int):
+    """Sample ``i`` of a batched output (tensors sliced along dim 0, dicts / lists recursively)."""
+    if isinstance(out, Tensor):
+        return out[i : i + 1]
+    if isinstance(out, dict):
+        return {key: batch_slice(value, i) for key, value in out.items()}
+    return type(out)(batch_slice(value, i) for value in out)
+
+
 def test_registry_discovers_models():
     assert "transformer_classifier" in MODEL_NAMES
     assert get_model_entry("transformer_classifier").domain == "core"
@@ -41,16 +68,15 @@ def test_model_forward(name):
     model = build(name).eval()
     with torch.no_grad():
         out = model(**model.example_inputs(BATCH))
-    assert isinstance(out, Tensor)
-    assert out.shape == model.expected_output_shape(BATCH)
-    assert torch.isfinite(out).all()
+    check_shape(out, model.expected_output_shape(BATCH))
+    assert all(torch.isfinite(t).all() for t in tensors(out))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_model_backward(name):
     model = build(name).train()
     out = model(**model.example_inputs(BATCH))
-    (out.float() * torch.randn_like(out.float())).sum().backward()
+    sum((t.float() * torch.randn_like(t.float())).sum() for t in tensors(out)).backward()
     params = {n for n, p in model.named_parameters() if p.requires_grad}
     with_grad = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
     assert params, f"{name} has no trainable parameters"
@@ -63,7 +89,8 @@ def test_model_eval_is_deterministic(name):
     model = build(name).eval()
     inputs = model.example_inputs(BATCH)
     with torch.no_grad():
-        assert torch.equal(model(**inputs), model(**inputs))
+        first, second = tensors(model(**inputs)), tensors(model(**inputs))
+        assert len(first) == len(second) and all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -82,7 +109,7 @@ def test_model_batch_consistency(name):
         batched = model(**inputs)
         for i in range(BATCH):
             single = model(**{k: v[i : i + 1] if k in keys else v for k, v in inputs.items()})
-            torch.testing.assert_close(single, batched[i : i + 1], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(single, batch_slice(batched, i), atol=1e-5, rtol=1e-4)
 
 
 def _check_graph_batch_consistency(model: FormersModel, inputs: dict, graph_keys: list[str]) -> None:

@@ -39,6 +39,14 @@ NOT_SOFTMAX = {
         for name in list_models()
         if name.startswith(("galerkin_", "fourier_", "factformer_", "gnot_", "fno_"))
     },
+    # kMaX-DeepLab: axial and query self-attention normalise their logits with BatchNorm (and add relative position
+    # terms) before the softmax, the cross-attention is a k-means argmax: no attention() call to route (except in
+    # kmax_swin_tiny's Swin backbone, which is routed like Swin's)
+    **{
+        name: "BatchNorm'd attention logits, k-means argmax"
+        for name in list_models()
+        if name.startswith("kmax_") and name != "kmax_swin_tiny"
+    },
 }
 ORACLE = "reference"
 

@@ -67,6 +67,35 @@ def test_optimizer_parameters_stay_ungrouped_without_weight_decay():
     assert len(optimizer_parameters(model, torch.optim.AdamW, {})) == 2  # AdamW's default decay is 0.01
 
 
+class _WithBackbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone, self.head = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def lr_scales(self) -> dict[str, float]:
+        return {"backbone": 0.1}
+
+
+def test_lr_scales_give_their_parameters_groups_with_the_scaled_lr():
+    outer = nn.Module()
+    outer.model = _WithBackbone()  # names relative to the module that lists them, as no_weight_decay()
+    names = {id(p): n for n, p in outer.named_parameters()}
+    groups = optimizer_parameters(outer, torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.05})
+    seen = {g["name"]: ({names[id(p)] for p in g["params"]}, g.get("lr"), g["weight_decay"]) for g in groups}
+    assert seen == {
+        "decay": ({"model.head.weight"}, None, 0.05),
+        "decay_lr0.1": ({"model.backbone.weight"}, pytest.approx(1e-4), 0.05),
+        "no_decay": ({"model.head.bias"}, None, 0.0),
+        "no_decay_lr0.1": ({"model.backbone.bias"}, pytest.approx(1e-4), 0.0),
+    }
+    flat = optimizer_parameters(outer, torch.optim.Adam, {"lr": 1e-3})  # no weight decay: still split by lr
+    assert [(g["name"], len(g["params"]), g.get("lr")) for g in flat] == [("all", 2, None), ("all_lr0.1", 2, 1e-4)]
+    optimizer = torch.optim.AdamW(groups, lr=1e-3)
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([1e-4, 1e-4, 1e-3, 1e-3])
+    with pytest.raises(ValueError, match="explicit optimizer lr"):
+        optimizer_parameters(outer, torch.optim.AdamW, {"weight_decay": 0.05})
+
+
 @pytest.mark.parametrize(
     ("name", "listed"),
     [("pit_ti_224", ("pos_embed", "cls_token")), ("swin_tiny_patch4_window7_224", ("relative_position_bias_table",))],

@@ -79,7 +79,7 @@ def test_every_family_config_has_a_consistent_pretrained_cfg(name):
         model = fv.create_model(name)
     cfg = model.pretrained_cfg
     assert cfg["input_size"] == get_model_entry(name).pretrained_cfg["input_size"], "cfg input_size != model size"
-    assert cfg["num_classes"] == 1000 and model.num_classes == 1000
+    assert cfg["num_classes"] == get_model_entry(name).pretrained_cfg["num_classes"] == model.num_classes
     assert {"mean", "std", "crop_pct", "interpolation", "first_conv", "classifier"} <= set(cfg)
     state = model.state_dict()
     for key in ("first_conv", "classifier"):  # a module name or a tuple of them (timm allows both)
@@ -100,10 +100,12 @@ def _one_per_family() -> list[str]:
 def test_family_rejects_wrong_channels_and_sizes(name):
     """The contract: a wrong channel count or image size is a ValueError naming the expected and the given value."""
     model = fv.create_model(name, **get_model_entry(name).test_kwargs).eval()
-    x = model.example_inputs(1)["x"]
+    x = next(iter(model.example_inputs(1).values()))  # the image (``x``; kMaX: ``images``)
     c, h, w = x.shape[1:]
     with torch.no_grad():
         with pytest.raises(ValueError, match=rf"{c}\b(.|\n)*\b{c + 1}\b|{c + 1}\b(.|\n)*\b{c}\b"):
             model(torch.randn(1, c + 1, h, w))
+        if not get_model_entry(name).pretrained_cfg.get("fixed_input_size", True):
+            return  # any size is valid (kMaX-DeepLab)
         with pytest.raises(ValueError, match=rf"{h}\b(.|\n)*\b{h + 8}\b|{h + 8}\b(.|\n)*\b{h}\b"):
             model(torch.randn(1, c, h + 8, w + 8))

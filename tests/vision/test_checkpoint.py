@@ -123,9 +123,9 @@ def test_family_roundtrip_through_safetensors(name, tmp_path):
     model = fv.create_model(name, **kwargs).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
     again = fv.create_model(name, checkpoint_path=tmp_path / "w.safetensors", **kwargs).eval()
-    x = model.example_inputs(2)["x"]
+    x = model.example_inputs(2)
     with torch.no_grad():
-        torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+        torch.testing.assert_close(again(**x), model(**x), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(

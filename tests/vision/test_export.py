@@ -32,16 +32,31 @@ def _tiny(name: str) -> torch.nn.Module:
     return fv.create_model(name, **get_model_entry(name).test_kwargs).eval()
 
 
+def _inputs(model: torch.nn.Module, shift: float = 0.0) -> dict:
+    """The model's example inputs (``x``, or kMaX's ``images`` + ``pixel_mask``), the image shifted by ``shift``."""
+    inputs = model.example_inputs(2)
+    key = "x" if "x" in inputs else "images"
+    return {**inputs, key: inputs[key] + shift}
+
+
+def _square_mean(out) -> torch.Tensor:
+    """``mean(out ** 2)`` summed over every tensor of a tensor or (nested) dict / list output."""
+    if isinstance(out, torch.Tensor):
+        return out.square().mean()
+    values = out.values() if isinstance(out, dict) else out
+    return sum(_square_mean(value) for value in values)
+
+
 @pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_torch_compile_matches_eager(name):
     torch._dynamo.reset()
     model = _tiny(name)
-    x = model.example_inputs(2)["x"]
+    x, x1 = _inputs(model), _inputs(model, 1.0)
     with torch.no_grad():
-        expected = model(x)
+        expected = model(**x)
         compiled = torch.compile(model, backend="eager", fullgraph=True)  # no graph break anywhere
-        torch.testing.assert_close(compiled(x), expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(compiled(x + 1), model(x + 1), atol=1e-5, rtol=1e-5)  # re-uses the graph
+        torch.testing.assert_close(compiled(**x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(compiled(**x1), model(**x1), atol=1e-5, rtol=1e-5)  # re-uses the graph
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
@@ -51,9 +66,9 @@ def test_torch_compile_aot_eager_gradients(name):
     model = _tiny(name)
     eager = _tiny(name)
     eager.load_state_dict(model.state_dict())
-    x = model.example_inputs(2)["x"]
-    torch.compile(model, backend="aot_eager", fullgraph=True)(x).square().mean().backward()
-    eager(x).square().mean().backward()
+    x = _inputs(model)
+    _square_mean(torch.compile(model, backend="aot_eager", fullgraph=True)(**x)).backward()
+    _square_mean(eager(**x)).backward()
     compiled_grads = dict(model.named_parameters())
     checked = 0
     for n, p in eager.named_parameters():
@@ -66,10 +81,10 @@ def test_torch_compile_aot_eager_gradients(name):
 @pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_torch_export(name):
     model = _tiny(name)
-    x = model.example_inputs(2)["x"]
-    exported = torch.export.export(model, (x,))
+    x = _inputs(model)
+    exported = torch.export.export(model, (), kwargs=x)
     with torch.no_grad():
-        torch.testing.assert_close(exported.module()(x), model(x), atol=1e-5, rtol=1e-5)
-    other = torch.randn_like(x)
+        torch.testing.assert_close(exported.module()(**x), model(**x), atol=1e-5, rtol=1e-5)
+    other = _inputs(model, 0.5)
     with torch.no_grad():
-        torch.testing.assert_close(exported.module()(other), model(other), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(exported.module()(**other), model(**other), atol=1e-5, rtol=1e-5)

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["no_weight_decay_names", "param_groups_weight_decay", "optimizer_parameters"]
+__all__ = ["no_weight_decay_names", "lr_scale_of", "param_groups_weight_decay", "optimizer_parameters"]
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
@@ -44,6 +44,42 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
 def _listed_match(param_name: str, entry: str) -> bool:
     """``entry`` names ``param_name`` exactly, as a dotted prefix, or as its last component(s) (timm's tables)."""
     return param_name == entry or param_name.startswith(entry + ".") or param_name.endswith("." + entry)
+
+
+def lr_scale_of(model: nn.Module) -> dict[str, float]:
+    """Learning-rate factor per full parameter name, from the ``lr_scales()`` of ``model`` and its submodules
+    (parameters no module names are left out: factor 1). A deeper module's entry wins over an outer one's."""
+    scales: dict[str, float] = {}
+    for prefix, module in model.named_modules():
+        listed = getattr(module, "lr_scales", None)
+        if not callable(listed):
+            continue
+        base = f"{prefix}." if prefix else ""
+        entries = dict(listed())
+        for param_name, _ in module.named_parameters():
+            for entry, factor in entries.items():
+                if _listed_match(param_name, entry):
+                    scales[base + param_name] = float(factor)
+    return scales
+
+
+def _split_by_lr_scale(model: nn.Module, groups: list[dict[str, Any]], lr: float | None) -> list[dict[str, Any]]:
+    """``groups`` split further by the learning-rate factor of :func:`lr_scale_of` (named ``<group>_lr<factor>``)."""
+    scales = lr_scale_of(model)
+    if not scales:
+        return groups
+    if lr is None:
+        raise ValueError("a model with lr_scales() needs an explicit optimizer lr (init_args.lr)")
+    names = {id(p): n for n, p in model.named_parameters()}
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        by_factor: dict[float, list[nn.Parameter]] = {}
+        for param in group["params"]:
+            by_factor.setdefault(scales.get(names[id(param)], 1.0), []).append(param)
+        for factor, params in sorted(by_factor.items(), reverse=True):
+            extra = {} if factor == 1.0 else {"name": f"{group['name']}_lr{factor:g}", "lr": lr * factor}
+            out.append({**group, "params": params, **extra})
+    return out
 
 
 def param_groups_weight_decay(
@@ -73,12 +109,17 @@ def optimizer_parameters(
     """What to pass as the ``params`` of ``optimizer_class(params, **init_args)``.
 
     Parameter groups when ``filter_bias_and_bn`` and the effective weight decay (``init_args`` or the class default)
-    is non-zero; otherwise ``model.parameters()``, exactly what an ungrouped optimizer gets.
+    is non-zero; otherwise ``model.parameters()``, exactly what an ungrouped optimizer gets. Either way, parameters
+    a module's ``lr_scales()`` names get groups of their own with the scaled ``lr``.
     """
     weight_decay = init_args.get("weight_decay", _default_weight_decay(optimizer_class))
+    lr = init_args.get("lr")
     if not filter_bias_and_bn or not weight_decay:
-        return model.parameters()
-    return param_groups_weight_decay(model, float(weight_decay))
+        if not lr_scale_of(model):
+            return model.parameters()
+        params = [p for p in model.parameters() if p.requires_grad]
+        return _split_by_lr_scale(model, [{"name": "all", "params": params}], lr)
+    return _split_by_lr_scale(model, param_groups_weight_decay(model, float(weight_decay)), lr)
 
 
 def _default_weight_decay(optimizer_class: type) -> float:

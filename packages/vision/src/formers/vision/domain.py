@@ -5,10 +5,16 @@ Usage::
     formers-vision fit --config pipelines/vision/<config>.yaml [--run_dir DIR] [--ckpt_path last]
     formers-vision test --config pipelines/vision/<config>.yaml --ckpt_path <run_dir>/checkpoints/best.ckpt
     formers-vision predict --ckpt <run_dir>/checkpoints/best.ckpt IMAGE_OR_FOLDER [...] [--out top5.tsv] [--top_k 5]
+    formers-vision predict --ckpt <kmax run>/checkpoints/best.ckpt IMAGE_OR_FOLDER [...] --out-dir DIR
 
 ``predict`` (:mod:`formers.core.predict`) rebuilds the model from the checkpoint, takes the class names and the
-evaluation transform from the data module's state stored in it, and writes ``path<TAB>label=prob ...`` (the
-``top_k`` labels) per image. An image that cannot be decoded is reported and skipped; the others are predicted.
+evaluation transform from the data module's state stored in it, and does what the checkpoint's task does:
+
+* a classifier writes ``path<TAB>label=prob ...`` (the ``top_k`` labels) per image;
+* a panoptic segmentation model (kMaX-DeepLab) writes, per image, the COCO panoptic PNG and an overlay image, and
+  one COCO panoptic segments JSON, into ``--out-dir`` (:mod:`formers.vision.segmentation.predict`).
+
+An image that cannot be decoded is reported and skipped; the others are predicted.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ from pathlib import Path
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from formers.core.data import SplitDataModule
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite, iter_files
-from formers.vision.data import CorruptImageError, ImageFolderDataModule, eval_transform, load_image
-from formers.vision.task import ImageClassificationTask
+from formers.core.tasks import Task
+from formers.vision.data import CorruptImageError, eval_transform, load_image
+from formers.vision.segmentation.predict import predict_panoptic
+from formers.vision.segmentation.task import PanopticSegmentationTask
 
 __all__ = ["DOMAIN", "ImagePredictor", "IMAGE_SUFFIXES", "main"]
 
@@ -41,8 +50,22 @@ class ImagePredictor(Predictor):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--top_k", type=int, default=5, help="labels per image")
         parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
+        parser.add_argument(
+            "--out-dir",
+            "--out_dir",
+            dest="out_dir",
+            default=None,
+            help="segmentation checkpoints: folder for panoptic PNGs, overlays and segments.json (never overwritten)",
+        )
 
     def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
+        if isinstance(run.task, PanopticSegmentationTask):
+            paths = list(iter_files(inputs, IMAGE_SUFFIXES))
+            if not paths:
+                raise InputError(
+                    f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}"
+                )
+            return predict_panoptic(run, paths, options, self.report)
         if options.top_k < 1 or options.batch_size < 1:
             raise ValueError(f"--top_k and --batch_size must be >= 1, got {options.top_k} and {options.batch_size}")
         if not {"classes", "eval_cfg"} <= set(run.data_state):
@@ -81,8 +104,10 @@ class ImagePredictor(Predictor):
 DOMAIN = Domain(
     name="vision",
     description="formers-vision: vision transformers (T2T-ViT, PiT, CrossViT, Swin, kMaX-DeepLab).",
-    task_class=ImageClassificationTask,
-    data_class=ImageFolderDataModule,
+    # classification (formers.vision.task.ImageClassificationTask on formers.vision.data.ImageFolderDataModule) and
+    # panoptic segmentation (PanopticSegmentationTask on segmentation.data.PanopticDataModule): configs choose
+    task_class=Task,
+    data_class=SplitDataModule,
     predictor=ImagePredictor(),
 )
 main = DOMAIN.main

@@ -7,6 +7,7 @@ attention masks follow :mod:`formers.kernels.masks` (float ``attn_bias``, bool `
 
 from formers.core.layers._checks import resolve_head_dim
 from formers.core.layers.attention import MultiHeadAttention
+from formers.core.layers.axial_attention import AxialAttention1d, AxialAttention2d
 from formers.core.layers.block import CrossAttentionBlock, TransformerBlock
 from formers.core.layers.create import LayerType, create_act, create_norm, get_act_layer, get_norm_layer
 from formers.core.layers.drop import DropPath, LayerScale, drop_path
@@ -26,6 +27,8 @@ from formers.core.layers.window_attention import ShiftedWindowAttention2d, Windo
 
 __all__ = [
     "MultiHeadAttention",
+    "AxialAttention1d",
+    "AxialAttention2d",
     "LinearAttention",
     "HeadLayerNorm",
     "WindowAttention",
