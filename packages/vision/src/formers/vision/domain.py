@@ -40,6 +40,14 @@ __all__ = ["DOMAIN", "ImagePredictor", "IMAGE_SUFFIXES", "main"]
 IMAGE_SUFFIXES = set(IMG_EXTENSIONS)
 
 
+def _image_paths(inputs: list[Path]) -> list[Path]:
+    """The image files among ``inputs`` (folders searched recursively); none at all is an input error."""
+    paths = list(iter_files(inputs, IMAGE_SUFFIXES))
+    if not paths:
+        raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+    return paths
+
+
 @dataclass
 class ImagePredictor(Predictor):
     """Top-k labels of images (files, or folders searched recursively for image files)."""
@@ -60,20 +68,13 @@ class ImagePredictor(Predictor):
 
     def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
         if isinstance(run.task, PanopticSegmentationTask):
-            paths = list(iter_files(inputs, IMAGE_SUFFIXES))
-            if not paths:
-                raise InputError(
-                    f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}"
-                )
-            return predict_panoptic(run, paths, options, self.report)
+            return predict_panoptic(run, _image_paths(inputs), options, self.report)
         if options.top_k < 1 or options.batch_size < 1:
             raise ValueError(f"--top_k and --batch_size must be >= 1, got {options.top_k} and {options.batch_size}")
         if not {"classes", "eval_cfg"} <= set(run.data_state):
             raise InputError(f"{run.path}: no image data state (class names, transform) in the checkpoint")
         classes, cfg = list(run.data_state["classes"]), dict(run.data_state["eval_cfg"])
-        paths = list(iter_files(inputs, IMAGE_SUFFIXES))
-        if not paths:
-            raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+        paths = _image_paths(inputs)
         transform, mode = eval_transform(cfg), "RGB" if cfg["input_size"][0] == 3 else "L"
         rows: list[str] = []
         for start in range(0, len(paths), options.batch_size):

@@ -135,12 +135,12 @@ class PanopticSegmentationTask(Task):
     @torch.no_grad()
     def panoptic(self, output: Mapping[str, Tensor], batch: PanopticBatch) -> list[tuple[Tensor, list[dict]]]:
         """The panoptic segmentation of every image of ``batch`` at its real resolution: ``(segment map, segments)``."""
-        padded = tuple(batch.images.shape[-2:])
-        results = []
-        for i, (height, width) in enumerate(batch.sizes):
-            masks = upsample_masks(output["pred_masks"][i : i + 1], padded, (height, width), (height, width))[0]
-            results.append(panoptic_inference(output["pred_logits"][i], masks, self.is_thing, **self.thresholds))
-        return results
+        sizes = [tuple(size) for size in batch.sizes]
+        masks = upsample_masks(output["pred_masks"], tuple(batch.images.shape[-2:]), sizes, sizes)  # one per image
+        return [
+            panoptic_inference(logits, image_masks, self.is_thing, **self.thresholds)
+            for logits, image_masks in zip(output["pred_logits"], masks, strict=True)
+        ]
 
     def update_metrics(self, metrics: Mapping[str, Any], output: Any, target: PanopticBatch) -> None:
         stage = "test" if self.trainer.testing else "val"
