@@ -109,3 +109,24 @@ def test_family_rejects_wrong_channels_and_sizes(name):
             return  # any size is valid (kMaX-DeepLab)
         with pytest.raises(ValueError, match=rf"{h}\b(.|\n)*\b{h + 8}\b|{h + 8}\b(.|\n)*\b{h}\b"):
             model(torch.randn(1, c, h + 8, w + 8))
+
+
+def test_names_in_docs_and_docstrings_are_registered():
+    """Every ``create_model("<name>")`` in the vision README and the package's docstrings names a real model: a
+    formers vision model, ``formers_<name>`` in timm, or one of timm's own (e.g. the comparison ``reference``)."""
+    import re
+    from pathlib import Path
+
+    import timm
+
+    root = Path(fv.__file__).parents[3]  # packages/vision
+    sources = [root / "README.md", *sorted((root / "src").rglob("*.py"))]
+    called = re.compile(r"create_model\(\s*f?[\"']([^\"'{}<]+)[\"']")
+    found = {(src.name, name) for src in sources for name in called.findall(src.read_text(encoding="utf-8"))}
+    assert len(found) >= 5
+    unknown = [
+        (where, name)
+        for where, name in sorted(found)
+        if name not in fv.list_models() and not timm.is_model(name) and not name.startswith(("local-dir:", "hf-hub:"))
+    ]
+    assert not unknown, f"unregistered model names in docs: {unknown}"

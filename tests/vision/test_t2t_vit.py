@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 import pytest
+import timm
 import torch
+from timm.models import save_for_hf
 from torch import nn
 
 from formers.core.layers.performer import prm_attention
@@ -118,10 +120,10 @@ class OfficialTokenTransformer(nn.Module):
 
 
 class OfficialAttention(nn.Module):  # models/transformer_block.py
-    def __init__(self, dim, num_heads):
+    def __init__(self, dim, num_heads, qk_scale=None):
         super().__init__()
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.proj = nn.Linear(dim, dim)
 
@@ -134,10 +136,10 @@ class OfficialAttention(nn.Module):  # models/transformer_block.py
 
 
 class OfficialBlock(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio):
+    def __init__(self, dim, num_heads, mlp_ratio, qk_scale=None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = OfficialAttention(dim, num_heads)
+        self.attn = OfficialAttention(dim, num_heads, qk_scale)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = OfficialMlp(dim, int(dim * mlp_ratio))
 
@@ -176,13 +178,13 @@ class OfficialT2TModule(nn.Module):
 
 class OfficialT2TViT(nn.Module):
     def __init__(self, img_size=224, tokens_type="performer", in_chans=3, num_classes=1000, embed_dim=768, depth=12,
-                 num_heads=12, mlp_ratio=4.0, token_dim=64):  # fmt: skip
+                 num_heads=12, mlp_ratio=4.0, token_dim=64, qk_scale=None):  # fmt: skip
         super().__init__()
         self.tokens_to_token = OfficialT2TModule(img_size, tokens_type, in_chans, embed_dim, token_dim)
         num_patches = self.tokens_to_token.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(official_sinusoid(num_patches + 1, embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList([OfficialBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList([OfficialBlock(embed_dim, num_heads, mlp_ratio, qk_scale) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes)
 
@@ -356,3 +358,33 @@ def test_runs_under_autocast():
             out = model(x)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
+
+
+def test_official_pretrained_scale_option(tmp_path):
+    """``qk_scale=embed_dim ** -0.5``: the scale the official ``t2t_vit_*(pretrained=True)`` factories set, checked
+    against the official attention arithmetic (``(q @ kᵀ) * qk_scale``, softmax, ``@ v``) step by step; the default
+    (``head_dim ** -0.5``, official training and ``--eval_checkpoint`` evaluation) gives other logits."""
+    kwargs = {"img_size": 64, "embed_dim": 48, "depth": 2, "num_heads": 3, "mlp_ratio": 2.0, "token_dim": 24}
+    scale = 48**-0.5
+    ref = OfficialT2TViT(tokens_type="performer", num_classes=10, qk_scale=scale, **kwargs).eval()
+    _randomize(ref)
+    ours = T2TViT(tokens_type="performer", num_classes=10, qk_scale=scale, **kwargs).eval()
+    default = T2TViT(tokens_type="performer", num_classes=10, **kwargs).eval()
+    for model in (ours, default):
+        model.load_state_dict(checkpoint_filter_fn(ref.state_dict(), model), strict=True)
+    assert set(ours.state_dict()) == set(default.state_dict())  # the option adds no parameter or buffer
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = ref(x)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+        assert (default(x) - expected).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="qk_scale"):
+        T2TViT(qk_scale=0.0, **kwargs)
+    # the option travels with timm's factory keywords and the save_for_hf / local-dir round trip
+    model = timm.create_model("formers_t2t_vit_7", qk_scale=256**-0.5, **t2t_vit._TEST_KWARGS).eval()
+    save_for_hf(model, tmp_path)
+    loaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    assert loaded.qk_scale == model.qk_scale == 256**-0.5
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)

@@ -50,18 +50,26 @@ def test_timm_pretrained_keywords(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="never downloads"):
         timm.create_model(name, pretrained=True)
     with pytest.raises(ValueError, match="no pretrained tag"):
+        timm.create_model(name + ".in1k", pretrained=True)
+    with pytest.raises(RuntimeError, match=r"Invalid pretrained tag \(in1k\)"):  # timm's own check
         timm.create_model(name + ".in1k")
     ref = fv.create_model(tiny_model)
     torch.save({"state_dict": ref.state_dict()}, tmp_path / "w.pth.tar")
+    # img_size as an int: TinyNet takes no (H, W) pair, the default timm derives from a fixed-size cfg
     model = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "w.pth.tar")}, cache_dir=str(tmp_path)
+        name,
+        pretrained=True,
+        # timm's rule: the cfg's num_classes describes the checkpoint (TinyNet's 10 here), else the head is dropped
+        pretrained_cfg_overlay={"file": str(tmp_path / "w.pth.tar"), "num_classes": 10},
+        cache_dir=str(tmp_path),
+        img_size=32,
     )
     torch.testing.assert_close(model.head.weight, ref.head.weight)
     # timm's own checkpoint_path loader (strict, formers key format) works too
     torch.save(ref.state_dict(), tmp_path / "plain.pth")
-    loaded = timm.create_model(name, checkpoint_path=str(tmp_path / "plain.pth"))
+    loaded = timm.create_model(name, checkpoint_path=str(tmp_path / "plain.pth"), img_size=32, num_classes=10)
     torch.testing.assert_close(loaded.pos_embed, ref.pos_embed)
-    feats = timm.create_model(name, features_only=True, out_indices=(1,))
+    feats = timm.create_model(name, features_only=True, out_indices=(1,), img_size=32)
     assert [tuple(m.shape) for m in feats(torch.randn(1, 3, 32, 32))] == [(1, 16, 4, 4)]
 
 

@@ -19,13 +19,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from formers.core.attention import AttentionBackendMixin, attention
 from formers.core.layers import DropPath, TransformerBlock, init_weights, resolve_head_dim
 from formers.core.models import FormersModel, check_input
 from formers.core.registry import register_model
-from formers.vision.models._cfg import make_cfg
+from formers.vision.models._cfg import create, make_cfg, run_blocks
 
 __all__ = ["CrossViT", "checkpoint_filter_fn"]
 
@@ -331,6 +332,17 @@ class CrossViT(FormersModel):
             )
             ptr += cur
         self.blocks = nn.ModuleList(blocks)
+        self.grad_checkpointing = False
+        # timm's feature taps: each branch's patch tokens after every multi-scale block, branch-major (index
+        # b * num_blocks + i is branch b after block i) so that the reductions do not decrease
+        self.num_feature_blocks = len(depth)
+        self.feature_info = [
+            {"num_chs": embed_dim[b], "reduction": round(patch_size[b] / img_scale[b]), "module": f"blocks.{i}"}
+            for b in range(n)
+            for i in range(self.num_feature_blocks)
+        ]
+        # features_only default (timm's): the last block of each branch, the tokens the heads see
+        self.default_out_indices = tuple((b + 1) * self.num_feature_blocks - 1 for b in range(n))
         self.norm = nn.ModuleList(nn.LayerNorm(d, eps=1e-6) for d in embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
@@ -363,10 +375,24 @@ class CrossViT(FormersModel):
                 raise ValueError(f"CrossViT: global_pool must be 'token' or 'avg', got {global_pool!r}")
             self.global_pool = global_pool
         self.num_classes = num_classes
-        ref = self.norm[0].weight
+        ref = self.cls_token_0  # the norms may be pruned (prune_intermediate_layers)
         self.head = self._make_head(num_classes).to(device=ref.device, dtype=ref.dtype)
         self.head.apply(init_weights)
         self.head.train(self.training)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each multi-scale block's activations in backward instead of storing them (less memory)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's CrossViT parameter groups: the embeddings, one group per multi-scale block (the final norms join
+        the last one), the heads last (``coarse`` makes no difference)."""
+        return {
+            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
 
     # -------------------------------------------------------------------------------------------------- forward
 
@@ -394,10 +420,62 @@ class CrossViT(FormersModel):
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Normalised tokens of each branch, ``[(batch, 1 + N_b, embed_dim[b]) for each branch b]``."""
         self._check(x)
-        xs = self._embed(x)
-        for block in self.blocks:
-            xs = block(xs)
+        xs = run_blocks(self.blocks, self._embed(x), self.grad_checkpointing)
         return [norm(x_b) for norm, x_b in zip(self.norm, xs, strict=True)]
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """timm's ``forward_intermediates``: the patch tokens (class token removed) of each branch after each
+        multi-scale block, branch-major (with ``D`` blocks, ``0 .. D-1`` are branch 0, ``D .. 2D-1`` branch 1),
+        taken at ``indices`` (last ``n`` if an int, all if ``None``), as ``NCHW`` maps or ``NLC`` tokens.
+
+        ``norm`` applies the branch's final norm to its intermediates; ``stop_early`` skips the blocks after the
+        last one taken. Unless ``intermediates_only``, also returns the normalised tokens of each branch.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"CrossViT: forward_intermediates output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        num_blocks = self.num_feature_blocks
+        take_indices, _ = feature_take_indices(self.num_branches * num_blocks, indices)
+        max_block = max(idx % num_blocks for idx in take_indices)
+        self._check(x)
+        xs = self._embed(x)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_block + 1]
+        per_branch: list[list[Tensor]] = [[] for _ in range(self.num_branches)]
+        for i, block in enumerate(blocks):
+            xs = block(xs)
+            for b, norm_layer in enumerate(self.norm):
+                if b * num_blocks + i in take_indices:
+                    per_branch[b].append((norm_layer(xs[b]) if norm else xs[b])[:, 1:])
+        intermediates = []
+        for patch_embed, feats in zip(self.patch_embed, per_branch, strict=True):
+            if output_fmt == "NCHW":
+                h, w = patch_embed.grid_size
+                feats = [y.reshape(y.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous() for y in feats]
+            intermediates.extend(feats)
+        if intermediates_only:
+            return intermediates
+        return [norm_layer(x_b) for norm_layer, x_b in zip(self.norm, xs, strict=True)], intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks after the last one ``indices`` needs (and the head / final norms); returns the kept
+        indices. The fusion into an untaken branch in the last kept block stays (its output is unused)."""
+        num_blocks = self.num_feature_blocks
+        take_indices, _ = feature_take_indices(self.num_branches * num_blocks, indices)
+        self.blocks = self.blocks[: max(idx % num_blocks for idx in take_indices) + 1]
+        if prune_norm:
+            self.norm = nn.ModuleList(nn.Identity() for _ in range(self.num_branches))
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
 
     def forward_head(self, xs: list[Tensor], pre_logits: bool = False) -> Tensor:
         """Mean of the per-branch head logits; ``pre_logits`` (or no head) gives the concatenated pooled tokens."""
@@ -470,7 +548,7 @@ _TEST_KWARGS_408 = {**_TEST_KWARGS, "img_size": 204}  # 384/408 scale: 204 -> 17
 
 
 def _create(defaults: dict[str, Any], kwargs: dict[str, Any]) -> CrossViT:
-    return CrossViT(**{**defaults, **kwargs})
+    return create(CrossViT, {**defaults, **kwargs})
 
 
 def _args(dims: tuple[int, int], k_large: int, heads: int, mlp: float, size: int = 240, **extra: Any) -> dict:

@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 from timm.layers import resample_abs_pos_embed_nhwc
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from formers.core.layers import TransformerBlock
 from formers.core.models.base import FormersModel, check_input
 from formers.core.registry import register_model
-from formers.vision.models._cfg import make_cfg
+from formers.vision.models._cfg import create, make_cfg, run_blocks
 
 __all__ = ["PoolingVisionTransformer", "checkpoint_filter_fn"]
 
@@ -96,6 +97,7 @@ class PiTStage(nn.Module):
     ) -> None:
         super().__init__()
         self.pool = pool
+        self.grad_checkpointing = False
         self.blocks = nn.Sequential(
             *(
                 TransformerBlock(
@@ -117,7 +119,9 @@ class PiTStage(nn.Module):
             x, cls_tokens = self.pool(x, cls_tokens)
         b, c, h, w = x.shape
         num_tokens = cls_tokens.shape[1]
-        x = self.blocks(torch.cat((cls_tokens, x.flatten(2).transpose(1, 2)), dim=1))
+        x = run_blocks(
+            self.blocks, torch.cat((cls_tokens, x.flatten(2).transpose(1, 2)), dim=1), self.grad_checkpointing
+        )
         return x[:, num_tokens:].transpose(1, 2).reshape(b, c, h, w), x[:, :num_tokens]
 
 
@@ -228,17 +232,39 @@ class PoolingVisionTransformer(FormersModel):
     def get_classifier(self) -> nn.Module | tuple[nn.Module, nn.Module]:
         return self.head if self.head_dist is None else (self.head, self.head_dist)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head(s) with fresh ``Linear(num_features, num_classes)`` (``0``: identity)."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head(s) with fresh ``Linear(num_features, num_classes)`` (``0``: identity). ``global_pool``
+        is timm's argument; PiT pools by its class token only (``"token"``, or ``""`` as timm passes it)."""
         if num_classes < 0:
             raise ValueError(f"PiT: num_classes must be >= 0, got {num_classes}")
-        device = self.pos_embed.device
+        if global_pool not in (None, "", "token"):
+            raise ValueError(f"PiT: global_pool must be 'token' (class token pooling), got {global_pool!r}")
+        dd = {"device": self.pos_embed.device, "dtype": self.pos_embed.dtype}
         self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
         if self.head_dist is not None:
-            self.head_dist = (
-                nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-            )
+            self.head_dist = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them (less memory, ~30% slower)."""
+        for stage in self.transformers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter groups (layer-wise lr decay): the stem, then one group per stage (``coarse``) or per
+        block (a stage's pooling joins its first block), the final norm with the last block; the heads come last."""
+        return {
+            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "blocks": r"^transformers\.(\d+)"
+            if coarse
+            else [
+                (r"^transformers\.(\d+)\.pool", (0,)),
+                (r"^transformers\.(\d+)\.blocks\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        }
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -259,12 +285,54 @@ class PoolingVisionTransformer(FormersModel):
 
     def forward_feature_maps(self, x: Tensor) -> list[Tensor]:
         """The token map after each stage, NCHW: strides 8 / 16 / 32 (PiT-B 7 / 14 / 28)."""
+        return self.forward_intermediates(x, intermediates_only=True)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ``forward_intermediates``: the maps after the stages ``indices`` (last ``n`` if an int, all if
+        ``None``), NCHW, and unless ``intermediates_only`` the class token(s), normalised when the last stage ran.
+
+        ``norm`` has no effect (the final norm is sized for and applied to the class tokens only, as in timm);
+        ``stop_early`` skips the stages after the last one taken.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"PiT: forward_intermediates output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.transformers), indices)
         x, cls_tokens = self._stem(x)
-        maps = []
-        for stage in self.transformers:
+        stages = self.transformers if torch.jit.is_scripting() or not stop_early else self.transformers[: max_index + 1]
+        intermediates, last = [], -1
+        for last, stage in enumerate(stages):
             x, cls_tokens = stage(x, cls_tokens)
-            maps.append(x)
-        return maps
+            if last in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if last == len(self.transformers) - 1:
+            cls_tokens = self.norm(cls_tokens)
+        return cls_tokens, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head / final norm); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.transformers), indices)
+        prune_end = max_index < len(self.transformers) - 1
+        if prune_norm or prune_head or prune_end:
+            self.norm = nn.Identity()  # sized for the last stage and applied to the class tokens only
+        self.transformers = self.transformers[: max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.head_dist = None
+            self.reset_classifier(0)
+        return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Normalised class token(s), ``(B, num_tokens, num_features)``."""
@@ -327,7 +395,7 @@ def _cfg(**overrides: Any) -> dict[str, Any]:
 
 
 def _create(variant_args: dict[str, Any], kwargs: dict[str, Any]) -> PoolingVisionTransformer:
-    return PoolingVisionTransformer(**{**variant_args, **kwargs})
+    return create(PoolingVisionTransformer, {**variant_args, **kwargs})
 
 
 _TI = {"patch_size": 16, "stride": 8, "base_dims": (32, 32, 32), "depth": (2, 6, 4), "heads": (2, 4, 8)}

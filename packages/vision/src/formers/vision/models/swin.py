@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 from timm.layers import resample_patch_embed, resize_rel_pos_bias_table
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from formers.core.layers import DropPath, Mlp, PatchEmbed, ShiftedWindowAttention2d, init_weights
 from formers.core.layers.window_attention import shifted_window_mask
 from formers.core.models.base import FormersModel, check_input
 from formers.core.registry import register_model
-from formers.vision.models._cfg import make_cfg
+from formers.vision.models._cfg import create, make_cfg, run_blocks
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "PatchMerging", "checkpoint_filter_fn"]
 
@@ -196,6 +197,7 @@ class SwinTransformerStage(nn.Module):
     ) -> None:
         super().__init__()
         self.downsample = PatchMerging(dim, out_dim) if downsample else nn.Identity()
+        self.grad_checkpointing = False
         self.output_resolution = tuple(r // 2 for r in input_resolution) if downsample else tuple(input_resolution)
         shift = tuple(w // 2 for w in window_size)
         self.blocks = nn.Sequential(
@@ -217,7 +219,7 @@ class SwinTransformerStage(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.blocks(self.downsample(x))
+        return run_blocks(self.blocks, self.downsample(x), self.grad_checkpointing)
 
 
 class ClassifierHead(nn.Module):
@@ -235,6 +237,9 @@ class ClassifierHead(nn.Module):
 
 class SwinTransformer(FormersModel):
     """Swin Transformer image classifier and 4-level feature pyramid (strides 4 / 8 / 16 / 32).
+
+    As in timm, the stages run channels-last: ``forward_features`` and ``features_only=True`` maps are NHWC
+    (:attr:`output_fmt`), ``forward_intermediates`` and :meth:`forward_feature_maps` give NCHW by default.
 
     Args:
         img_size: input side or ``(H, W)``; fixed (masks are precomputed), every stage must tile into windows.
@@ -288,6 +293,7 @@ class SwinTransformer(FormersModel):
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
         self.num_features = self.head_hidden_size = embed_dim * 2 ** (self.num_layers - 1)
+        self.output_fmt = "NHWC"  # timm's attribute: the layout of the feature maps features_only returns
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, input_size=self.img_size, norm_layer="layernorm")
         grid = self.patch_embed.grid_size
@@ -330,7 +336,7 @@ class SwinTransformer(FormersModel):
     # ------------------------------------------------------------------------------------------------ contract
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, Any]:
-        return {"x": torch.randn(batch_size, self.in_chans, *self.img_size, device=self.norm.weight.device)}
+        return {"x": torch.randn(batch_size, self.in_chans, *self.img_size, device=self.patch_embed.proj.weight.device)}
 
     def expected_output_shape(self, batch_size: int = 2) -> tuple[int, ...]:
         return (batch_size, self.num_classes or self.num_features)
@@ -342,15 +348,44 @@ class SwinTransformer(FormersModel):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace ``head.fc`` with a fresh ``Linear(num_features, num_classes)`` (``0``: identity)."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace ``head.fc`` with a fresh ``Linear(num_features, num_classes)`` (``0``: identity). ``global_pool``
+        is timm's argument: ``"avg"`` (Swin's pooling; ``""`` as timm passes it is accepted too)."""
         if num_classes < 0:
             raise ValueError(f"Swin: num_classes must be >= 0, got {num_classes}")
+        if global_pool not in (None, "", "avg"):
+            raise ValueError(f"Swin: global_pool must be 'avg', got {global_pool!r}")
         self.num_classes = num_classes
-        fc = nn.Linear(self.num_features, num_classes, device=self.norm.weight.device) if num_classes else nn.Identity()
+        ref = self.patch_embed.proj.weight  # the norm may be pruned (prune_intermediate_layers)
+        fc = (
+            nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
+            if num_classes
+            else nn.Identity()
+        )
         if isinstance(fc, nn.Linear):
             init_weights(fc)
         self.head.fc = fc
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward instead of storing them (less memory, slower)."""
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's Swin parameter groups (layer-wise lr decay): the patch embedding, then per stage (``coarse``) or
+        per block (a stage's patch merging joins its first block, the final norm the last block); the head last."""
+        return {
+            "stem": r"^patch_embed",
+            "blocks": r"^layers\.(\d+)"
+            if coarse
+            else [
+                (r"^layers\.(\d+)\.downsample", (0,)),
+                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        }
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -370,12 +405,52 @@ class SwinTransformer(FormersModel):
 
     def forward_feature_maps(self, x: Tensor) -> list[Tensor]:
         """Each stage's output as NCHW (before the final norm): ``C * 2**i`` channels at stride ``4 * 2**i``."""
+        return self.forward_intermediates(x, intermediates_only=True)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ``forward_intermediates``: the outputs of the stages ``indices`` (last ``n`` if an int, all if
+        ``None``) as ``output_fmt`` (``"NCHW"`` as timm's, or ``"NHWC"``, the layout of ``features_only``), and
+        unless ``intermediates_only`` the last map, normalised when the last stage ran (NHWC, as
+        :meth:`forward_features`). ``norm`` applies the final norm to the last stage's map (sized for it only).
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"Swin: forward_intermediates output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
         x = self._embed(x)
-        maps = []
-        for stage in self.layers:
+        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
+        last_stage = len(self.layers) - 1
+        intermediates, last = [], -1
+        for last, stage in enumerate(stages):
             x = stage(x)
-            maps.append(x.permute(0, 3, 1, 2).contiguous())
-        return maps
+            if last in take_indices:
+                y = self.norm(x) if norm and last == last_stage else x
+                intermediates.append(y.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return intermediates
+        return (self.norm(x) if last == last_stage else x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head / final norm); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        prune_end = max_index < len(self.layers) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()  # sized for (and only applied to) the last stage
+        self.layers = self.layers[: max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0)
+        return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Normalised last-stage map, channels-last ``(B, H / 32, W / 32, num_features)`` like timm."""
@@ -453,7 +528,7 @@ _L = {"embed_dim": 192, "depths": (2, 2, 18, 2), "num_heads": (6, 12, 24, 48), "
 
 
 def _create(variant_args: dict[str, Any], kwargs: dict[str, Any]) -> SwinTransformer:
-    return SwinTransformer(**{"patch_size": 4, **variant_args, **kwargs})
+    return create(SwinTransformer, {"patch_size": 4, **variant_args, **kwargs})
 
 
 @register_model(paper=PAPER, pretrained_cfg=_cfg(), filter_fn=checkpoint_filter_fn, test_kwargs=_TINY)

@@ -16,15 +16,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from formers.core.attention import AttentionBackendMixin, attention
 from formers.core.layers import Mlp, PerformerAttention, TransformerBlock, init_weights
 from formers.core.models import FormersModel, check_input
 from formers.core.registry import register_model
-from formers.vision.models._cfg import make_cfg
+from formers.vision.models._cfg import create, make_cfg, run_blocks
 
-__all__ = ["T2TViT", "T2TModule", "TokenPerformer", "TokenTransformer", "get_sinusoid_encoding", "checkpoint_filter_fn"]
+__all__ = [
+    "T2TViT",
+    "T2TModule",
+    "TokenPerformer",
+    "TokenTransformer",
+    "QueryScale",
+    "get_sinusoid_encoding",
+    "checkpoint_filter_fn",
+]
 
 _PAPER = "Tokens-to-Token ViT: Training Vision Transformers from Scratch on ImageNet (Yuan et al., ICCV 2021)"
 _SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))  # (kernel, stride, padding) of soft_split0/1/2: 4 * 2 * 2 = 16
@@ -151,6 +160,23 @@ class T2TModule(nn.Module):
         return self.project(x)
 
 
+class QueryScale(nn.Module):
+    """Multiplies the queries by ``factor``: set as a backbone attention's ``q_norm`` (applied to the per-head
+    queries before :func:`formers.core.attention.attention`, which scales by ``head_dim ** -0.5``) it makes the score
+    scale ``factor * head_dim ** -0.5``, the official ``qk_scale`` argument. No parameters: the state dict is the same.
+    """
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, q: Tensor) -> Tensor:
+        return q * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:.6g}"
+
+
 class T2TViT(FormersModel):
     """T2T-ViT image classifier with the official parameter names.
 
@@ -161,6 +187,11 @@ class T2TViT(FormersModel):
         num_classes: classes (``0``: no head, :meth:`forward` returns the class token features).
         embed_dim, depth, num_heads, mlp_ratio: backbone width, blocks, heads, MLP ratio.
         qkv_bias: biases on the backbone qkv projections (``False`` in every official config).
+        qk_scale: score scale of the backbone attention; ``None`` (default) is ``(embed_dim // num_heads) ** -0.5``,
+            the scale of the official ``main.py`` training and ``--eval_checkpoint`` evaluation and of the README's
+            ``model = t2t_vit_14()`` usage. The official ``t2t_vit_*(pretrained=True)`` factories set
+            ``qk_scale = embed_dim ** -0.5`` (a branch copied from timm's early ViT; its download URL is empty):
+            pass that value to reproduce models built that way.
         token_dim: width of the T2T token layers (64).
         drop_rate, attn_drop_rate, drop_path_rate: dropout (position, projections, MLP), attention dropout and
             stochastic depth (linear over the blocks), as official.
@@ -181,6 +212,7 @@ class T2TViT(FormersModel):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = False,
+        qk_scale: float | None = None,
         token_dim: int = 64,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
@@ -211,6 +243,16 @@ class T2TViT(FormersModel):
             )
             for i in range(depth)
         )
+        self.qk_scale = qk_scale
+        if qk_scale is not None:
+            if not qk_scale > 0:
+                raise ValueError(f"T2TViT: qk_scale must be > 0 (or None for head_dim ** -0.5), got {qk_scale}")
+            for block in self.blocks:
+                block.attn.q_norm = QueryScale(qk_scale * block.attn.head_dim**0.5)
+        self.grad_checkpointing = False
+        # timm's ViT feature taps: the patch tokens after each block (stride 16); features_only takes the last 3
+        self.feature_info = [{"num_chs": embed_dim, "reduction": 16, "module": f"blocks.{i}"} for i in range(depth)]
+        self.default_out_indices = tuple(range(max(depth - 3, 0), depth))
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -230,12 +272,29 @@ class T2TViT(FormersModel):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh head for ``num_classes`` (``0``: none); ``global_pool`` is timm's argument (class token only)."""
+        if global_pool not in (None, "", "token"):
+            raise ValueError(f"T2TViT: global_pool must be 'token' (class token pooling), got {global_pool!r}")
         self.num_classes = num_classes
-        ref = self.norm.weight
+        ref = self.cls_token  # the norm may be pruned (prune_intermediate_layers)
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.head.apply(init_weights)
         self.head.to(device=ref.device, dtype=ref.dtype)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each backbone block's activations in backward instead of storing them (less memory)."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's ViT parameter groups: the T2T module and embeddings, one group per block (the final norm joins the
+        last one), the head last (``coarse`` makes no difference)."""
+        return {
+            "stem": r"^cls_token|^pos_embed|^tokens_to_token",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
 
     # -------------------------------------------------------------------------------------------------- forward
 
@@ -249,15 +308,63 @@ class T2TViT(FormersModel):
                 "with img_size=... (checkpoint_filter_fn then regenerates the sinusoidal pos_embed for it)"
             )
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Normalised tokens ``(batch, 1 + N, embed_dim)``, class token first."""
+    def _embed(self, x: Tensor) -> Tensor:
         self._check(x)
         x = self.tokens_to_token(x)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = self.pos_drop(x + self.pos_embed)
-        for block in self.blocks:
+        return self.pos_drop(x + self.pos_embed)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Normalised tokens ``(batch, 1 + N, embed_dim)``, class token first."""
+        return self.norm(run_blocks(self.blocks, self._embed(x), self.grad_checkpointing))
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ViT ``forward_intermediates``: the patch tokens after the blocks ``indices`` (last ``n`` if an int,
+        all if ``None``) as ``NCHW`` maps (stride 16) or ``NLC`` tokens, the class token removed (returned alongside,
+        as ``(map, class_token)`` pairs, with ``return_prefix_tokens``); ``norm`` applies the final norm to them.
+        Unless ``intermediates_only``, also returns the normalised tokens of the last block run.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"T2TViT: forward_intermediates output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x = self._embed(x)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[: max_index + 1]
+        taken = []
+        for i, block in enumerate(blocks):
             x = block(x)
-        return self.norm(x)
+            if i in take_indices:
+                taken.append(self.norm(x) if norm else x)
+        prefix_tokens = [y[:, :1] for y in taken]
+        intermediates = [y[:, 1:] for y in taken]
+        if output_fmt == "NCHW":
+            h, w = self.tokens_to_token.grid_sizes[-1]
+            intermediates = [y.reshape(y.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix_tokens, strict=True))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the head / final norm); returns the kept indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0)
+        return take_indices
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x[:, 0]
@@ -305,7 +412,7 @@ _TEST_KWARGS = {"img_size": 32, "embed_dim": 32, "depth": 1, "num_heads": 2, "to
 
 
 def _create(defaults: dict[str, Any], kwargs: dict[str, Any]) -> T2TViT:
-    return T2TViT(**{**defaults, **kwargs})
+    return create(T2TViT, {**defaults, **kwargs})
 
 
 def _args(tokens_type: str, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float) -> dict[str, Any]:
