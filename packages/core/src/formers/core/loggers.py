@@ -10,6 +10,9 @@ With ``resume=True`` both loggers here keep their files and, at the first metric
 Lightning logs the epoch-end metrics of a checkpointed epoch at a step below the checkpoint's, so they stay. The
 result is the history of the uninterrupted run, row for row. With ``resume=False`` (a fresh run) they behave as
 Lightning's and DVCLive's loggers.
+
+dvclive (which brings dvc) is the training extra (``pip install 'formers-core[train]'``), not a dependency of a model
+import: ``ResumableDVCLiveLogger`` is built on first access, and names the extra when dvclive is missing.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import csv
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dvclive.lightning import DVCLiveLogger
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["ResumableCSVLogger", "ResumableDVCLiveLogger", "truncate_history"]
+if TYPE_CHECKING:
+    from dvclive.lightning import DVCLiveLogger
+
+# ResumableDVCLiveLogger: served by the module __getattr__ below
+__all__ = ["ResumableCSVLogger", "ResumableDVCLiveLogger", "truncate_history"]  # noqa: F822
 
 
 def truncate_history(path: str | os.PathLike[str], first_new_step: int, delimiter: str = ",") -> int:
@@ -103,24 +109,49 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-class ResumableDVCLiveLogger(DVCLiveLogger):
-    """``DVCLiveLogger`` that, with ``resume=True``, drops the history rows the resumed run is about to log again.
+def _dvclive_logger_class() -> type[DVCLiveLogger]:
+    """``ResumableDVCLiveLogger``, defined once dvclive is importable (it is an optional extra)."""
+    try:
+        from dvclive.lightning import DVCLiveLogger
+    except ImportError as err:
+        raise ImportError(
+            "formers.core.loggers.ResumableDVCLiveLogger needs dvclive, part of the training extra: "
+            "pip install 'formers-core[train]' (or 'formers-<domain>[train]')"
+        ) from err
 
-    Every ``plots/metrics/**/*.tsv`` loses its rows with a step ``>=`` the first step the resumed run logs, just
-    before that step is written.
-    """
+    class ResumableDVCLiveLogger(DVCLiveLogger):
+        """``DVCLiveLogger`` that, with ``resume=True``, drops the history rows the resumed run is about to log again.
 
-    _history_truncated = False
+        Every ``plots/metrics/**/*.tsv`` loses its rows with a step ``>=`` the first step the resumed run logs, just
+        before that step is written.
+        """
 
-    @rank_zero_only
-    def log_metrics(
-        self, metrics: Mapping[str, int | float | str], step: int | None = None, sync: bool | None = False
-    ) -> None:
-        if not self._history_truncated:
-            self._history_truncated = True
-            live = self.experiment
-            if live._resume:  # noqa: SLF001  (dvclive has no public accessor)
-                first = step if step else live.step + 1  # dvclive's own rule for a missing or zero step
-                for history in Path(live.plots_dir, "metrics").rglob("*.tsv"):
-                    truncate_history(history, first, delimiter="\t")
-        super().log_metrics(metrics, step, sync)
+        _history_truncated = False
+
+        @rank_zero_only
+        def log_metrics(
+            self, metrics: Mapping[str, int | float | str], step: int | None = None, sync: bool | None = False
+        ) -> None:
+            if not self._history_truncated:
+                self._history_truncated = True
+                live = self.experiment
+                if live._resume:  # noqa: SLF001  (dvclive has no public accessor)
+                    first = step if step else live.step + 1  # dvclive's own rule for a missing or zero step
+                    for history in Path(live.plots_dir, "metrics").rglob("*.tsv"):
+                        truncate_history(history, first, delimiter="\t")
+            super().log_metrics(metrics, step, sync)
+
+    ResumableDVCLiveLogger.__qualname__ = "ResumableDVCLiveLogger"  # a module-level name, as pickle looks it up
+    return ResumableDVCLiveLogger
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ``formers.core.loggers.ResumableDVCLiveLogger`` (a config's class_path) imports dvclive only here
+    if name == "ResumableDVCLiveLogger":
+        cls = globals()[name] = _dvclive_logger_class()  # cached: pickling and isinstance see one class
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
