@@ -204,6 +204,54 @@ def test_data_state_is_found_by_the_data_module_class():
     assert data_state_of({"state_dict": {}, "Only": {"y": 2}}) == {"y": 2}
 
 
+# ------------------------------------------------------------------------------------ the declaration's own CLI
+
+
+def test_a_domain_that_registers_no_models_says_so_and_exits_non_zero(capsys):
+    from formers.core.domain import Domain
+
+    empty = Domain(name="nomodels", description="formers-nomodels: nothing yet.", predictor=None)
+    for args in (["fit", "--config", str(TINY)], ["test"], ["predict", "--ckpt", "x.ckpt", "in.txt"]):
+        with pytest.raises(SystemExit) as exit_info:
+            empty.main(args)
+        message = exit_info.value.code  # a message: printed to stderr, exit status 1
+        assert isinstance(message, str) and "formers-nomodels: the nomodels domain registers no models" in message
+    with pytest.raises(SystemExit) as exit_info:  # a subcommand's --help still works: it builds nothing
+        empty.main(["fit", "--help"])
+    assert exit_info.value.code == 0 and "--trainer.max_epochs" in capsys.readouterr().out
+
+
+def test_top_level_help_comes_from_the_declaration(capsys):
+    from formers.core.domain import Domain
+
+    domain = Domain(name="toy", description="formers-toy: sums.", task_class="formers.core.tasks.RegressionTask")
+    with pytest.raises(SystemExit) as exit_info:
+        domain.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith("usage: formers-toy {fit,validate,test} ")
+    assert "formers-toy: sums." in out and "formers-toy <subcommand> --help" in out
+    with pytest.raises(SystemExit) as exit_info:  # no subcommand: usage on stderr, argparse's status
+        domain.main([])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("usage: formers-toy")
+
+
+def test_task_and_data_classes_may_be_dotted_paths(tmp_path, monkeypatch):
+    from formers.core.data import SyntheticSequenceDataModule
+    from formers.core.domain import Domain, resolve_class
+
+    monkeypatch.setattr(sys, "argv", ["formers-core"])
+    assert resolve_class("formers.core.tasks.ClassificationTask") is ClassificationTask
+    assert resolve_class(Task) is Task and resolve_class(None) is None
+    domain = Domain(
+        name="core",
+        description="d",
+        task_class="formers.core.tasks.ClassificationTask",
+        data_class="formers.core.data.SyntheticSequenceDataModule",
+    )
+    cli = domain.cli(["--config", str(TINY), "--run_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.model, ClassificationTask) and isinstance(cli.datamodule, SyntheticSequenceDataModule)
+
+
 # ------------------------------------------------------------------------------------------ a throwaway domain
 
 TOY_FILES = {

@@ -5,6 +5,8 @@
   restores them on resume, so a resumed run draws the same shuffles and dropout masks as an uninterrupted one.
 * :class:`NonFiniteGuard` stops training with :class:`NonFiniteLossError` naming the step and the likely cause as
   soon as the training loss is NaN/inf, and before a non-finite validation metric can become ``best.ckpt``.
+* :class:`LineProgressBar` prints one line per epoch (and one per ``validate`` / ``test`` run) where a TQDM bar would
+  fill a log with carriage returns; :func:`default_progress_bar` picks it when the output is not a terminal.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
@@ -29,13 +33,16 @@ from torch import Tensor
 from formers.core.machine import machine_report
 
 __all__ = [
+    "LineProgressBar",
     "MachineInfo",
     "MetricsJSON",
     "NonFiniteGuard",
     "NonFiniteLossError",
     "RNGStateCheckpoint",
+    "default_progress_bar",
     "flatten_metrics",
     "nest_metrics",
+    "summary_metrics",
     "write_json_atomic",
 ]
 
@@ -360,3 +367,93 @@ class MachineInfo(Callback):
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
+
+
+# ---------------------------------------------------------------------------------------------------- progress bars
+
+
+class LineProgressBar(ProgressBar):
+    """Progress for logs: one line per training epoch, and one per ``validate`` / ``test`` run, on standard output.
+
+    A TQDM or rich bar redraws itself with carriage returns, which a DVC stage log or a CI log shows as one endless
+    line (or nothing until the run ends). This bar prints, after each epoch's validation::
+
+        epoch 3/20  step 150  train/loss 0.412  val/loss 0.398  val/mse 0.39  12.3 s
+
+    (the epoch's metrics as logged, ``_epoch`` suffixes dropped and per-step values left out), and at the end of
+    ``validate`` / ``test`` one line of that run's metrics. Only global rank zero prints.
+
+    Args:
+        max_metrics: metrics per line (the rest are counted as ``+N more``); the full set is in the run's logs.
+        stream: where the lines go (default: standard output at the time of printing).
+    """
+
+    def __init__(self, max_metrics: int = 8, stream: IO[str] | None = None) -> None:
+        super().__init__()
+        self.max_metrics = max_metrics
+        self.stream = stream
+        self._enabled = True
+        self._start = time.perf_counter()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if self._enabled:
+            print(*args, file=self.stream or sys.stdout, flush=True, **kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # during fit, validation is part of the epoch's time
+            self._start = time.perf_counter()
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self._line(trainer, f"epoch {trainer.current_epoch + 1}{epochs}  step {trainer.global_step}")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # during fit, the epoch line reports validation
+            self._line(trainer, "validate", prefix="val/")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._line(trainer, "test", prefix="test/")
+
+    def _line(self, trainer: pl.Trainer, head: str, prefix: str | None = None) -> None:
+        metrics = summary_metrics(trainer.callback_metrics, prefix)
+        shown = [f"{name} {value:.4g}" for name, value in list(metrics.items())[: self.max_metrics]]
+        if len(metrics) > self.max_metrics:
+            shown.append(f"+{len(metrics) - self.max_metrics} more")
+        self.print("  ".join([head, *shown, f"{time.perf_counter() - self._start:.1f} s"]))
+
+
+def summary_metrics(metrics: Mapping[str, Any], prefix: str | None = None) -> dict[str, float]:
+    """Scalar epoch metrics by display name (``train/loss_epoch`` -> ``train/loss``; ``*_step`` values dropped), in
+    the order train, val, others, then the first learning rate as ``lr`` (LearningRateMonitor's ``lr-AdamW/...``);
+    with ``prefix`` only the names that start with it."""
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if name.endswith("_step") or (prefix and not name.startswith(prefix)):
+            continue
+        if isinstance(value, Tensor) and value.numel() != 1:
+            continue
+        name = "lr" if name.startswith("lr-") else name.removesuffix("_epoch")
+        out.setdefault(name, float(value))
+    order = {"train/": 0, "val/": 1, "lr": 3}
+    return dict(sorted(out.items(), key=lambda item: next((v for k, v in order.items() if item[0].startswith(k)), 2)))
+
+
+def default_progress_bar(stream: IO[str] | None = None) -> ProgressBar | None:
+    """The progress bar a run gets unless its config chooses one: ``None`` (Lightning's own bar: rich when installed,
+    else TQDM) when ``stream`` (default: standard output, where that bar draws) is a terminal, a
+    :class:`LineProgressBar` otherwise."""
+    stream = stream or sys.stdout
+    is_terminal = getattr(stream, "isatty", None)
+    return None if callable(is_terminal) and is_terminal() else LineProgressBar()

@@ -33,7 +33,11 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
   ``<run_dir>/config.yaml`` the resolved paths. A YAML that replaces ``trainer.logger`` or
   ``trainer.callbacks`` may use both placeholders in its own paths (in config files only: in a ``dvc.yaml`` command
   line DVC would try to fill ``${...}`` itself).
-* ``seed_everything: 42``, ``LearningRateMonitor``, TQDM progress bar (Lightning's default).
+* ``seed_everything: 42``, ``LearningRateMonitor``; progress: Lightning's bar (rich or TQDM) when standard output is
+  a terminal, otherwise :class:`~formers.core.callbacks.LineProgressBar`, one line per epoch (``epoch 3/20  step 150
+  train/loss 0.41  val/loss 0.40 ... 12.3 s``) and one per ``validate``/``test`` run, so DVC stage and CI logs show
+  progress. ``--trainer.enable_progress_bar false`` turns both off; a progress bar in ``trainer.callbacks`` replaces
+  them.
 * ``optimizer:`` defaults to ``AdamW(lr=1e-3, weight_decay=0.01)`` when a config names none; a config that names one
   gets exactly its own arguments and that class's defaults (nothing carried over from AdamW). ``lr_scheduler:`` is
   empty by default. Lightning turns them into the model's ``configure_optimizers``; formers tasks define none, so the
@@ -61,10 +65,11 @@ from typing import Any, Literal
 
 from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
 from torch.optim import Optimizer
 
-from formers.core.callbacks import MachineInfo, NonFiniteGuard, RNGStateCheckpoint
+from formers.core.callbacks import MachineInfo, NonFiniteGuard, RNGStateCheckpoint, default_progress_bar
 from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.data.base import data_sizes_of
 from formers.core.optim import optimizer_parameters
@@ -257,10 +262,18 @@ class FormersCLI(LightningCLI):
         """Every run gets the safety callbacks a config's callback list cannot drop by restating the defaults:
         exact resume (RNG states in checkpoints), the non-finite guard and the run-dir transaction."""
         configured = config.get("callbacks") or []
-        present = {type(c) for c in (configured if isinstance(configured, list) else [configured])}
+        configured = configured if isinstance(configured, list) else [configured]
+        present = {type(c) for c in configured}
         # MachineInfo after the transaction, which commits first: a run that fails to start keeps the old record
         safety = [RNGStateCheckpoint(), NonFiniteGuard(), RunDirTransaction(self._log_dir), MachineInfo()]
-        return super()._instantiate_trainer(config, [*callbacks, *(c for c in safety if type(c) not in present)])
+        extra = [*callbacks, *(c for c in safety if type(c) not in present)]
+        # one line per epoch when the output is a log, not a terminal; a bar the config names, or
+        # trainer.enable_progress_bar: false, wins
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in [*configured, *extra]
+        ):
+            extra += [bar] if (bar := default_progress_bar()) is not None else []
+        return super()._instantiate_trainer(config, extra)
 
     def _before_run(self) -> None:
         """Before any subcommand touches the run dir: refuse a checkpoint that does not fit the model, then snapshot

@@ -30,17 +30,42 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from lightning.pytorch import LightningDataModule
-
-from formers.core.checkpoint_io import CheckpointError, checkpoint_model_mismatch, load_checkpoint_file
-from formers.core.cli import ArgsType, FormersCLI
-from formers.core.tasks import Task
-
+# Nothing heavy at import: a script's ``--help`` and the no-models check start without torch or Lightning (and the
+# torchmetrics, torchvision, scipy... Lightning imports); the CLI, tasks and checkpoint code load when a run needs them.
 if TYPE_CHECKING:
-    from formers.core.predict import Predictor
+    import torch
+    from lightning.pytorch import LightningDataModule
 
-__all__ = ["Domain", "TrainedRun", "load_trained", "resolve_task_class", "CheckpointError"]
+    from formers.core.checkpoint_io import CheckpointError
+    from formers.core.cli import ArgsType, FormersCLI
+    from formers.core.predict import Predictor
+    from formers.core.tasks import Task
+
+__all__ = ["Domain", "TrainedRun", "load_trained", "resolve_task_class", "resolve_class", "CheckpointError"]
+
+_SUBCOMMANDS = {
+    "fit": "train (and validate every epoch); --ckpt_path last resumes a killed run",
+    "validate": "one evaluation pass over the validation set",
+    "test": "one evaluation pass over the test set",
+    "predict": "predict with a trained checkpoint (--ckpt) on input files",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CheckpointError":  # re-exported lazily: formers.core.checkpoint_io imports Lightning
+        from formers.core.checkpoint_io import CheckpointError
+
+        return CheckpointError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def resolve_class(ref: type | str | None) -> Any:
+    """A class given as itself or as its dotted path (``"formers.graph.data.GraphDataModule"``), imported on use."""
+    if ref is None or isinstance(ref, type):
+        return ref
+    module, _, name = ref.replace(":", ".").rpartition(".")
+    return getattr(import_module(module), name)
+
 
 # Top-level keys Lightning writes into every checkpoint: anything else that is a mapping is a data module's state.
 _LIGHTNING_KEYS = {
@@ -67,17 +92,22 @@ class Domain:
     Args:
         name: the domain's name (``vision``): script ``formers-<name>``, default run folder ``runs/<name>``.
         description: the first line of ``--help``.
-        task_class: base class of the tasks its configs may choose (``model.class_path``).
-        data_class: base class of its data modules (``data.class_path``); ``None`` allows any LightningDataModule.
+        task_class: base class of the tasks its configs may choose (``model.class_path``), or its dotted path: a
+            path is imported only when a subcommand runs, so ``--help`` stays fast.
+        data_class: base class of its data modules (``data.class_path``; a class or dotted path); ``None`` allows
+            any LightningDataModule.
         predictor: how ``formers-<name> predict`` turns inputs into outputs (``None``: the domain has no predict).
         run_dir: default ``--run_dir`` (``runs/<name>``).
         monitor, monitor_mode: the metric that picks ``best.ckpt``.
+
+    A domain that registers no models (:func:`formers.core.registry.list_models` with ``domain=name``) has nothing
+    to train: its subcommands say so and exit with status 1 instead of training another domain's model.
     """
 
     name: str
     description: str
-    task_class: type[Task] = Task
-    data_class: type[LightningDataModule] | None = None
+    task_class: type[Task] | str = "formers.core.tasks.Task"
+    data_class: type[LightningDataModule] | str | None = None
     predictor: Predictor | None = None
     run_dir: str | None = None
     monitor: str = "val/loss"
@@ -90,9 +120,11 @@ class Domain:
 
     def cli(self, args: ArgsType = None, *, run: bool = True, **kwargs: Any) -> FormersCLI:
         """The domain's :class:`FormersCLI` (``run=False``: parse and instantiate only)."""
+        from formers.core.cli import FormersCLI
+
         return FormersCLI(
-            self.task_class,
-            self.data_class,
+            resolve_class(self.task_class),
+            resolve_class(self.data_class),
             description=self.description,
             run_dir=self.run_dir or f"runs/{self.name}",
             monitor=self.monitor,
@@ -103,13 +135,45 @@ class Domain:
         )
 
     def main(self, args: ArgsType = None) -> None:
-        """Entry point of ``formers-<name>``: ``predict`` is the shared predict command, the rest LightningCLI."""
+        """Entry point of ``formers-<name>``: ``predict`` is the shared predict command, the rest LightningCLI.
+
+        ``--help`` (or no arguments) before a subcommand is answered from this declaration, without building the
+        Lightning parser (seconds of imports); ``<subcommand> --help`` shows that subcommand's full options.
+        """
         argv = sys.argv[1:] if args is None else args
-        if isinstance(argv, (list, tuple)) and argv and argv[0] == "predict":
+        words = list(argv) if isinstance(argv, (list, tuple)) else None  # None: arguments given as a dict/Namespace
+        if words is not None and (not words or words[0] in ("-h", "--help")):
+            print(self.help(), file=sys.stdout if words else sys.stderr)
+            raise SystemExit(0 if words else 2)
+        if words is None or not {"-h", "--help"} & set(words):
+            self.require_models()  # a run builds a model anyway; a subcommand's --help needs none
+        if words and words[0] == "predict":
             from formers.core.predict import predict_main  # the predict path needs no Lightning CLI machinery
 
-            raise SystemExit(predict_main(self, list(argv[1:])))
+            raise SystemExit(predict_main(self, words[1:]))
         self.cli(args)
+
+    def help(self) -> str:
+        """The script's top-level help: its subcommands and where their options are listed."""
+        commands = [c for c in _SUBCOMMANDS if c != "predict" or self.predictor is not None]
+        rows = "\n".join(f"  {c:<10} {_SUBCOMMANDS[c]}" for c in commands)
+        return (
+            f"usage: {self.script} {{{','.join(commands)}}} [--config CONFIG] [options]\n\n{self.description}\n\n"
+            f"subcommands:\n{rows}\n\n"
+            f"'{self.script} <subcommand> --help' lists a subcommand's options (Lightning's Trainer, the task, the "
+            f"data module, optimizer, run_dir); '{self.script} fit --config CONFIG --print_config' shows a resolved "
+            "config."
+        )
+
+    def require_models(self) -> None:
+        """Exit with a one-line message (status 1) when no installed package registers a model for this domain."""
+        from formers.core.registry import list_models
+
+        if not list_models(domain=self.name):
+            raise SystemExit(
+                f"{self.script}: the {self.name} domain registers no models yet, so there is nothing to train, "
+                "evaluate or predict with; see formers.core.registry.list_models() for the installed models"
+            )
 
 
 @dataclass
@@ -122,12 +186,15 @@ class TrainedRun:
     path: Path
 
 
-def resolve_task_class(class_path: str | None, base: type[Task], source: str | Path) -> type[Task]:
+def resolve_task_class(class_path: str | None, base: type[Task] | str, source: str | Path) -> type[Task]:
     """The task class a checkpoint or config names, allowed only from formers' own modules and below ``base``.
 
     A checkpoint is data: it may not make the CLI import an arbitrary module, so the module must be a formers one
     and the class a subclass of the domain's task class.
     """
+    from formers.core.checkpoint_io import CheckpointError
+
+    base = resolve_class(base)
     if not class_path:
         return base
     module, _, name = class_path.rpartition(".")
@@ -156,7 +223,7 @@ def data_state_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
 def load_trained(
     checkpoint: str | Path,
     *,
-    task_class: type[Task] = Task,
+    task_class: type[Task] | str = "formers.core.tasks.Task",
     model_config: Mapping[str, Any] | None = None,
     map_location: str | torch.device = "cpu",
 ) -> TrainedRun:
@@ -172,6 +239,8 @@ def load_trained(
     Raises:
         CheckpointError: unreadable file, a task class from outside formers, or weights that do not fit the task.
     """
+    from formers.core.checkpoint_io import CheckpointError, checkpoint_model_mismatch, load_checkpoint_file
+
     path = Path(checkpoint)
     ckpt = load_checkpoint_file(path, map_location=map_location)
     if "state_dict" not in ckpt:

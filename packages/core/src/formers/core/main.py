@@ -24,7 +24,6 @@ import torch
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite, iter_files
 from formers.core.registry import get_model_entry
-from formers.core.tasks import Task
 
 __all__ = ["DOMAIN", "TokenPredictor", "main"]
 
@@ -86,7 +85,7 @@ def _model_domain(name: object) -> str | None:
 DOMAIN = Domain(
     name="core",
     description="formers-core: train, validate and test formers models (LightningCLI + DVC run layout).",
-    task_class=Task,
+    task_class="formers.core.tasks.Task",  # a dotted path: imported when a subcommand runs, not for --help
     data_class=None,  # the spine accepts any LightningDataModule
     predictor=TokenPredictor(),
 )

@@ -23,15 +23,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
-from torch_geometric.data import Batch, Data
 
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite
-from formers.graph.data import GraphDataModule, PreparedGraphs
-from formers.graph.task import GraphBinaryTask, NodeClassificationTask
+
+if TYPE_CHECKING:  # PyG, RDKit (featurization) and the tasks load when predict runs: the script starts without them
+    from torch import Tensor
+    from torch_geometric.data import Data
 
 __all__ = ["DOMAIN", "GraphPredictor", "main", "read_smiles_file"]
 
@@ -79,12 +80,17 @@ class GraphPredictor(Predictor):
     # ------------------------------------------------------------------------------------------------ helpers
     @staticmethod
     def _header(run: TrainedRun) -> list[str]:
+        from formers.graph.task import GraphBinaryTask, NodeClassificationTask
+
         if isinstance(run.task, NodeClassificationTask):
             return ["source", "graph", "node", "prediction"]
         name = "probability" if isinstance(run.task, GraphBinaryTask) else "prediction"
         return ["source", "row", "smiles", name]
 
     def _predict_file(self, run: TrainedRun, path: Path, batch_size: int) -> list[list[str]]:
+        from formers.graph.data import GraphDataModule, PreparedGraphs
+        from formers.graph.task import NodeClassificationTask
+
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         if path.suffix == ".pt":
@@ -118,6 +124,8 @@ class GraphPredictor(Predictor):
 
 def _forward(run: TrainedRun, graphs: Sequence[Data], batch_size: int, source: Path) -> list[Tensor]:
     """Per graph: the model's output rows (one row for graph tasks, one per node for node tasks)."""
+    from torch_geometric.data import Batch
+
     outputs: list[Tensor] = []
     device = next(run.task.parameters()).device
     for start in range(0, len(graphs), batch_size):
@@ -132,6 +140,8 @@ def _forward(run: TrainedRun, graphs: Sequence[Data], batch_size: int, source: P
 
 
 def _value(run: TrainedRun, out: Tensor) -> str:
+    from formers.graph.task import GraphBinaryTask
+
     out = torch.sigmoid(out) if isinstance(run.task, GraphBinaryTask) else out
     return ";".join(f"{v:.6g}" for v in out.reshape(-1).tolist())
 
@@ -139,7 +149,7 @@ def _value(run: TrainedRun, out: Tensor) -> str:
 DOMAIN = Domain(
     name="graph",
     description="formers-graph: graph transformers (Graph Transformer, Graphormer) and PyG's GPS on PyG batches.",
-    data_class=GraphDataModule,
+    data_class="formers.graph.data.GraphDataModule",
     predictor=GraphPredictor(),
 )
 main = DOMAIN.main

@@ -6,8 +6,8 @@
 * :class:`ForecastTask`: the LightningModule that trains them (MSE, standardized-scale metrics).
 * :func:`forecast`: the next ``pred_len`` steps of a CSV from a trained checkpoint, in the CSV's units.
 
-The Lightning-based names are imported lazily, so ``import formers.timeseries.models`` (the registry's entry point)
-stays light.
+The Lightning-based names (and the builder) are imported lazily, so ``import formers.timeseries.models`` (the
+registry's entry point) and the ``formers-timeseries`` script's start stay light.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from formers.core import registry
-from formers.core.builder import build_model
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from formers.timeseries.data import ForecastDataModule
     from formers.timeseries.forecasting import forecast
     from formers.timeseries.task import ForecastTask
@@ -50,6 +49,8 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
         ValueError: when ``name`` is not a time-series model (an unknown name, or one of another domain: the message
             says which).
     """
+    from formers.core.builder import build_model  # imported on use: the formers-timeseries script starts without it
+
     return build_model(name, domain=_DOMAIN, **hparams)
 
 

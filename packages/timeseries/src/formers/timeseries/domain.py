@@ -21,8 +21,6 @@ from pathlib import Path
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor
 from formers.core.runsafety import refuse_overwrite
-from formers.timeseries.data import ForecastDataModule
-from formers.timeseries.task import ForecastTask
 
 __all__ = ["DOMAIN", "ForecastPredictor", "main"]
 
@@ -86,8 +84,9 @@ class ForecastPredictor(Predictor):
 DOMAIN = Domain(
     name="timeseries",
     description="formers-timeseries: time-series forecasting transformers (Informer, Autoformer, iTransformer).",
-    task_class=ForecastTask,
-    data_class=ForecastDataModule,
+    # dotted paths: pandas and the task load when a subcommand runs, not for --help
+    task_class="formers.timeseries.task.ForecastTask",
+    data_class="formers.timeseries.data.ForecastDataModule",
     predictor=ForecastPredictor(),
 )
 main = DOMAIN.main

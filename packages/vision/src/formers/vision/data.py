@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
+from tqdm import tqdm
 
 from formers.core.data import SplitDataModule
 
@@ -54,8 +55,12 @@ def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
         raise CorruptImageError(f"cannot decode image file {path}: {err}") from err
 
 
-def extract_tar(archive: str | Path, dest: str | Path) -> Path:
-    """Extract ``archive`` into ``dest`` once (a marker file records a finished extraction); returns ``dest``."""
+def extract_tar(archive: str | Path, dest: str | Path, progress: bool = True) -> Path:
+    """Extract ``archive`` into ``dest`` once (a marker file records a finished extraction); returns ``dest``.
+
+    ``progress``: a tqdm bar on stderr counting files (CIFAR-10's tar holds 60k), redrawn at most every 5 s so a
+    log is not flooded.
+    """
     archive, dest = Path(archive), Path(dest)
     marker = dest / _MARKER
     if marker.is_file() and marker.read_text() == str(archive.resolve()):
@@ -63,7 +68,10 @@ def extract_tar(archive: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")  # refuses absolute paths, links out of dest, device files
+            members = tqdm(
+                tar.getmembers(), desc=f"extract {archive.name}", unit="file", mininterval=5, disable=not progress
+            )
+            tar.extractall(dest, members=members, filter="data")  # refuses absolute paths, links out of dest, devices
     except (tarfile.TarError, OSError) as err:
         raise ValueError(f"cannot extract {archive}: {err}") from err
     marker.write_text(str(archive.resolve()))

@@ -22,29 +22,37 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from formers.core.data import SplitDataModule
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite, iter_files
-from formers.core.tasks import Task
-from formers.vision.data import CorruptImageError, eval_transform, load_image
-from formers.vision.segmentation.predict import predict_panoptic
-from formers.vision.segmentation.task import PanopticSegmentationTask
 
 __all__ = ["DOMAIN", "ImagePredictor", "IMAGE_SUFFIXES", "main"]
 
-# the files ImageFolder reads in training, so predict accepts exactly what a training folder may hold
-IMAGE_SUFFIXES = set(IMG_EXTENSIONS)
+IMAGE_SUFFIXES: set[str]  # module __getattr__: torchvision's IMG_EXTENSIONS, imported on first use
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IMAGE_SUFFIXES":  # torchvision loads when predict (or a caller) needs it, not for --help
+        return _image_suffixes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _image_suffixes() -> set[str]:
+    """The files ImageFolder reads in training, so predict accepts exactly what a training folder may hold."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return set(IMG_EXTENSIONS)
 
 
 def _image_paths(inputs: list[Path]) -> list[Path]:
     """The image files among ``inputs`` (folders searched recursively); none at all is an input error."""
-    paths = list(iter_files(inputs, IMAGE_SUFFIXES))
+    suffixes = _image_suffixes()
+    paths = list(iter_files(inputs, suffixes))
     if not paths:
-        raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, inputs))}")
+        raise InputError(f"no image files ({', '.join(sorted(suffixes))}) in {', '.join(map(str, inputs))}")
     return paths
 
 
@@ -67,6 +75,10 @@ class ImagePredictor(Predictor):
         )
 
     def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
+        from formers.vision.data import CorruptImageError, eval_transform, load_image
+        from formers.vision.segmentation.predict import predict_panoptic
+        from formers.vision.segmentation.task import PanopticSegmentationTask
+
         if isinstance(run.task, PanopticSegmentationTask):
             return predict_panoptic(run, _image_paths(inputs), options, self.report)
         if options.top_k < 1 or options.batch_size < 1:
@@ -107,8 +119,8 @@ DOMAIN = Domain(
     description="formers-vision: vision transformers (T2T-ViT, PiT, CrossViT, Swin, kMaX-DeepLab).",
     # classification (formers.vision.task.ImageClassificationTask on formers.vision.data.ImageFolderDataModule) and
     # panoptic segmentation (PanopticSegmentationTask on segmentation.data.PanopticDataModule): configs choose
-    task_class=Task,
-    data_class=SplitDataModule,
+    task_class="formers.core.tasks.Task",
+    data_class="formers.core.data.SplitDataModule",
     predictor=ImagePredictor(),
 )
 main = DOMAIN.main

@@ -27,6 +27,7 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from formers.core.runsafety import claim_output_dir
 
@@ -116,8 +117,10 @@ def write_shapes_dataset(
     size: int = 32,
     seed: int = 0,
     classes: tuple[str, ...] = SHAPES,
+    progress: bool = True,
 ) -> Path:
-    """Write the ImageFolder tree ``out/{train,test}/<class>/*.png``; returns ``out``.
+    """Write the ImageFolder tree ``out/{train,test}/<class>/*.png``; returns ``out`` (``progress``: a tqdm bar on
+    stderr, redrawn at most every 5 s).
 
     Raises:
         OutputOverwriteError: ``out`` is a file, or a non-empty folder this generator did not make (its contents are
@@ -126,13 +129,16 @@ def write_shapes_dataset(
     if train_per_class < 1 or test_per_class < 1:
         raise ValueError(f"need at least one image per class and split, got {train_per_class} / {test_per_class}")
     out = claim_output_dir(out, GENERATOR)
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        for label, shape in enumerate(classes):
-            folder = out / split / shape
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                rng = random.Random(f"{seed}/{split}/{label}/{i}")  # str seeds hash deterministically (sha512)
-                render_shape(shape, size, rng).save(folder / f"{i:05d}.png", optimize=False)
+    total = (train_per_class + test_per_class) * len(classes)
+    with tqdm(total=total, desc=f"shapes -> {out.name}", unit="image", mininterval=5, disable=not progress) as bar:
+        for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+            for label, shape in enumerate(classes):
+                folder = out / split / shape
+                folder.mkdir(parents=True)
+                for i in range(per_class):
+                    rng = random.Random(f"{seed}/{split}/{label}/{i}")  # str seeds hash deterministically (sha512)
+                    render_shape(shape, size, rng).save(folder / f"{i:05d}.png", optimize=False)
+                    bar.update()
     return out
 
 
