@@ -215,11 +215,70 @@ def test_a_name_of_another_domain_says_where_it_lives(create, name, home):
         create(name)
 
 
-def test_unknown_names_point_to_list_models():
-    with pytest.raises(ValueError, match=r"unknown vision model 'pit_ti'; similar names: .*pit_ti_224.*list_models"):
+def test_unknown_names_suggest_close_names_and_point_to_list_models():
+    with pytest.raises(ValueError, match=r"unknown vision model 'pit_ti'; did you mean 'pit_ti_224'\?.*list_models"):
         formers.vision.create_model("pit_ti")
+    with pytest.raises(ValueError, match=r"unknown model 'pit_ti'; did you mean 'pit_ti_224'\?"):
+        registry.create_model("pit_ti")  # the Python API of every domain: the same message
     with pytest.raises(ValueError, match=r"unknown model 'no_such_model'.*list_models\(\)"):
         build_model("no_such_model")
+    assert registry.suggest_model_names("swin_tiny")[0] == "swin_tiny_patch4_window7_224"
+    assert registry.suggest_model_names("t2t_vit14")[0] == "t2t_vit_14"  # difflib: a missing underscore
+    assert "transformer_classifier" in registry.suggest_model_names("transformer_clasifier")
+    assert registry.suggest_model_names("informr", domain="timeseries")[0] == "informer"
+    assert registry.suggest_model_names("zzzz") == []
+
+
+@pytest.mark.parametrize(
+    "typed, name",
+    [("iTransformer", "itransformer"), ("Informer", "informer"), ("Autoformer", "autoformer"),
+     ("T2T-ViT-14", "t2t_vit_14"), ("PIT_TI_224", "pit_ti_224"), ("Transformer_Classifier", "transformer_classifier")],
+)  # fmt: skip
+def test_names_are_case_insensitive(typed, name):
+    """The papers' / Time-Series-Library's spellings build the registered default configuration."""
+    assert registry.resolve_model_name(typed) == name and get_model_entry(typed).name == name
+    model = build_model(typed, **get_model_entry(name).test_kwargs)
+    assert model.formers_config["architecture"] == name  # recorded under the registered name
+
+
+def test_aliases(scratch):
+    def _test_aliased(**kwargs: Any) -> Stages:
+        return Stages(**kwargs)
+
+    def _test_other(**kwargs: Any) -> Stages:
+        return Stages(**kwargs)
+
+    scratch(_test_aliased, aliases=("Test-Paper-Net",))
+    try:
+        assert registry.resolve_model_name("test paper net") == "_test_aliased"
+        assert isinstance(build_model("TEST-PAPER-NET"), Stages)
+        assert "_test_aliased" in registry.suggest_model_names("test_paper_ne")
+        with pytest.raises(ValueError, match="alias 'test_paper_net' of '_test_other' is already .*'_test_aliased'"):
+            scratch(_test_other, aliases=("test_paper_net",))
+        assert "_test_other" not in registry.list_models()  # refused before anything was registered
+        with pytest.raises(ValueError, match="already an alias of '_test_aliased'"):
+            scratch(_test_other, name="Test_Paper_Net")
+    finally:
+        registry._ALIASES.pop("test_paper_net", None)
+
+
+def test_build_model_records_name_and_arguments():
+    model = tiny(TIMESERIES, pred_len=4)
+    assert model.formers_config == {
+        "architecture": TIMESERIES,
+        "model_args": {**get_model_entry(TIMESERIES).test_kwargs, "pred_len": 4},
+    }
+    assert not hasattr(tiny(VISION, features_only=True), "formers_config")  # the wrapper is no saveable model
+
+
+def test_a_saved_directory_is_a_checkpoint_path(tmp_path):
+    from formers.core.hub import save_pretrained
+
+    model = tiny(CORE)
+    save_pretrained(model, tmp_path / "saved")
+    same_output(model, tiny(CORE, checkpoint_path=tmp_path / "saved"))
+    with pytest.raises(FileNotFoundError, match="holds none of model.safetensors, pytorch_model.bin"):
+        tiny(CORE, checkpoint_path=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ registration

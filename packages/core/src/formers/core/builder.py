@@ -6,6 +6,10 @@ checkpoint through the entry's ``filter_fn`` and, with ``features_only=True``, r
 (:class:`~formers.core.features.FeatureMapsModel`) instead of the head. Each domain's ``create_model`` is this
 function restricted to the domain. formers never downloads weights: ``pretrained=True`` needs a local
 ``pretrained_cfg["file"]``.
+
+Every model built here records how: ``model.formers_config = {"architecture": <registered name>, "model_args":
+{...}}``, which :func:`formers.core.hub.save_pretrained` writes next to the weights; ``build_model`` also takes such a
+saved directory instead of a name (``build_model("runs/shared/pit")`` or ``"local-dir:runs/shared/pit"``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from formers.core.features import FeatureMapsModel
 from formers.core.registry import ModelEntry, get_model_entry
 from formers.core.weights import load_checkpoint, load_into
 
-__all__ = ["build_model", "prepare_model", "resolve_pretrained_cfg"]
+__all__ = ["build_model", "prepare_model", "resolve_pretrained_cfg", "wrap_features", "FORMERS_CONFIG_ATTR"]
+
+FORMERS_CONFIG_ATTR = "formers_config"  # the attribute recording a built model's registered name and arguments
 
 PathLike = str | os.PathLike[str]
 
@@ -37,10 +43,13 @@ def build_model(
     domain: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build the registered model ``name`` (see :func:`formers.core.registry.list_models`).
+    """Build the registered model ``name`` (see :func:`formers.core.registry.list_models`), or load a saved one.
 
     Args:
-        name: registered name, e.g. ``pit_ti_224``, ``swin_tiny_patch4_window7_224``, ``itransformer``.
+        name: registered name, e.g. ``pit_ti_224``, ``swin_tiny_patch4_window7_224``, ``itransformer`` (any case,
+            or an alias such as ``iTransformer``), or a directory written by :func:`formers.core.hub.save_pretrained`
+            (a path, or ``local-dir:<path>``): the model it holds, weights loaded, ``kwargs`` overriding its
+            arguments (see :func:`formers.core.hub.from_pretrained`).
         pretrained: load the weights of ``pretrained_cfg["file"]`` (set it with ``pretrained_cfg_overlay``); there
             is no download.
         checkpoint_path: local checkpoint (``.pth``, ``.pth.tar``, ``.safetensors``, formers Lightning ``.ckpt``),
@@ -59,12 +68,28 @@ def build_model(
             ``features_only`` for a model without feature maps, or a checkpoint that does not fit
             (:class:`~formers.core.weights.CheckpointError`, missing / unexpected keys listed).
     """
+    from formers.core import hub  # the hub builds through this function: import at call time
+
+    saved = hub.pretrained_dir(name)
+    if saved is not None:
+        if pretrained or checkpoint_path is not None:
+            raise ValueError(f"{name}: a saved model directory holds its weights; drop pretrained / checkpoint_path")
+        return hub.load_pretrained_dir(
+            saved,
+            pretrained_cfg_overlay=pretrained_cfg_overlay,
+            features_only=features_only,
+            out_indices=out_indices,
+            domain=domain,
+            **kwargs,
+        )
     entry = get_model_entry(name, domain=domain)
+    name = entry.name  # the registered spelling of a case-insensitive name or alias
     check_size_arguments(name, kwargs)
     if out_indices is not None and not features_only:
         raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
     _checkpoint_source(entry, pretrained, checkpoint_path, pretrained_cfg_overlay)  # fail before a slow build
     model = entry.factory(**kwargs)
+    setattr(model, FORMERS_CONFIG_ATTR, {"architecture": name, "model_args": dict(kwargs)})
     prepare_model(
         model,
         name,
@@ -73,7 +98,16 @@ def build_model(
         pretrained_cfg_overlay=pretrained_cfg_overlay,
         use_ema=use_ema,
     )
-    return FeatureMapsModel(model, out_indices, entry.feature_info) if features_only else model
+    return wrap_features(model, name, features_only, out_indices)
+
+
+def wrap_features(
+    model: nn.Module, name: str, features_only: bool, out_indices: Sequence[int] | None = None
+) -> nn.Module:
+    """``model``, or with ``features_only`` its :class:`~formers.core.features.FeatureMapsModel` (``out_indices``)."""
+    if out_indices is not None and not features_only:
+        raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
+    return FeatureMapsModel(model, out_indices, get_model_entry(name).feature_info) if features_only else model
 
 
 # Size arguments of the registered factories: a zero or negative value fails deep inside torch (a negative tensor

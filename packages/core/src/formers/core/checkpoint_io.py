@@ -8,16 +8,22 @@
   leaves the old or the new file, complete.
 * :func:`load_checkpoint_file` loads a training checkpoint with ``weights_only=True`` by default and turns every
   failure (missing, truncated, not a checkpoint, pickled objects) into one :class:`CheckpointError` naming the
-  file. :class:`AtomicCheckpointIO` loads through it, so ``--ckpt_path`` errors name the file too.
+  file. :class:`AtomicCheckpointIO` loads through it, so ``--ckpt_path`` errors name the file too. Official
+  released checkpoints written by timm's ``CheckpointSaver`` or DeiT-style training scripts (T2T-ViT, CrossViT)
+  carry their training metadata (``args``: an ``argparse.Namespace``; epoch, optimizer / scaler state, metric):
+  the safe load admits exactly the harmless types of :data:`SAFE_CHECKPOINT_GLOBALS` on top of torch's own
+  allow-list; any other pickled global is refused and named, never imported.
 * :func:`checkpoint_model_mismatch` says in one sentence which model a checkpoint was trained for when it is not the
   requested one.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +36,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
+    "SAFE_CHECKPOINT_GLOBALS",
     "checkpoint_model_mismatch",
     "load_checkpoint_file",
     "save_atomic",
@@ -37,6 +44,11 @@ __all__ = [
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _PICKLE_PREFIX = b"\x80"  # the legacy format starts with a pickle protocol opcode
+# Types a weights-only load may rebuild beyond torch's defaults (tensors, containers, numbers, torch.Size...): plain
+# attribute bags with no behaviour on unpickling. argparse.Namespace: the ``args`` of timm's CheckpointSaver and of
+# DeiT-style ``main.py`` checkpoints (the official T2T-ViT / CrossViT releases); its optimizer / amp-scaler / metric
+# entries are plain containers already.
+SAFE_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 _TRUNCATION_MESSAGES = ("failed finding central directory", "failed reading zip archive", "file read failed")
 
 
@@ -104,7 +116,8 @@ def load_checkpoint_file(
             f"{path} is not a PyTorch checkpoint: it starts with {head!r}, not a zip archive or a pickle"
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
+        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):  # scoped: torch's global list untouched
+            checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
         raise CheckpointError(_unpickling_message(path, err, weights_only)) from err
     except (EOFError, RuntimeError, OSError) as err:
@@ -136,11 +149,30 @@ def _is_truncation(err: BaseException) -> bool:
 
 def _unpickling_message(path: Path, err: pickle.UnpicklingError, weights_only: bool) -> str:
     if weights_only:
+        refused = _refused_globals(path, err)
+        what = f"the global {', '.join(refused)}" if refused else _first_line(err)
         return (
-            f"checkpoint {path} holds pickled Python objects that a safe load (weights_only=True) refuses: it was not "
-            f"written by formers, or by code that stored objects instead of tensors ({_first_line(err)})"
+            f"checkpoint {path} holds pickled Python objects ({what}) that a safe load (weights_only=True) refuses: "
+            f"only tensors, plain containers and {', '.join(_qualname(t) for t in SAFE_CHECKPOINT_GLOBALS)} are "
+            "loaded, no pickled code runs. It was not written by formers or an official training script, or it "
+            "stored objects instead of tensors"
         )
     return f"checkpoint {path} is not a readable pickle: {_first_line(err)}"
+
+
+def _refused_globals(path: Path, err: BaseException) -> list[str]:
+    """The globals a safe load refused: listed from the zip archive without unpickling, else from torch's message."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files: fall back to the message
+        unsafe = []
+    allowed = {_qualname(t) for t in SAFE_CHECKPOINT_GLOBALS}
+    named = [g for g in unsafe if g not in allowed] or re.findall(r"GLOBAL ([\w.]+)", str(err))
+    return list(dict.fromkeys(named))
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _first_line(err: BaseException) -> str:

@@ -10,12 +10,17 @@ factory, the timm-style ``pretrained_cfg`` (input size, normalisation, classifie
 filter that maps foreign key formats onto the model's (optional) and, for models that do not describe their own
 feature maps, the declared ``feature_info`` used by ``features_only=True``.
 
+Names are found case-insensitively (``-`` read as ``_``) and through each entry's ``aliases``, so the papers' and
+Time-Series-Library's spellings work (``create_model("iTransformer")``); an unknown name's error suggests the close
+ones (``pit_ti`` -> "did you mean 'pit_ti_224'?", :func:`unknown_model_message`, shared by the Python API and the CLIs).
+
 Every registered model is a :class:`formers.core.models.FormersModel`: it can build its own example input
 and states the output shape it promises, which is what the registry-driven test suite checks for all models.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +38,10 @@ __all__ = [
     "create_model",
     "get_model_entry",
     "list_domains",
+    "normalize_name",
+    "resolve_model_name",
+    "suggest_model_names",
+    "unknown_model_message",
 ]
 
 ENTRY_POINT_GROUP = "formers.models"
@@ -60,6 +69,8 @@ class ModelEntry:
     # ``[{"num_chs", "reduction", "module"}, ...]`` for models without their own ``feature_info``: features_only
     # then hooks those modules' outputs
     feature_info: tuple[dict[str, Any], ...] | None = None
+    # other names users type for this model (the paper's, Time-Series-Library's); looked up case-insensitively
+    aliases: tuple[str, ...] = ()
 
     def create(self, **kwargs: Any) -> nn.Module:
         """The bare factory call (no config, checkpoint or features: see :func:`formers.core.builder.build_model`)."""
@@ -67,6 +78,7 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}  # normalized alias -> registered name
 _entry_points_loaded = False
 
 
@@ -80,12 +92,15 @@ def register_model(
     pretrained_cfg: Mapping[str, Any] | None = None,
     filter_fn: FilterFn | None = None,
     feature_info: Sequence[Mapping[str, Any]] | None = None,
+    aliases: Sequence[str] = (),
 ):
     """Register a model factory; usable bare (``@register_model``) or with options.
 
     The name defaults to the factory's ``__name__`` and the domain to the second component of its module
     (``formers.<domain>.…``). Names are global across domains: registering a name twice is an error, never a silent
-    overwrite (re-registering the same factory, as a module reload does, is allowed).
+    overwrite (re-registering the same factory, as a module reload does, is allowed). ``aliases`` are other names
+    users type (a paper's ``"T2T-ViT-14"``); every name and alias is also found case-insensitively with ``-`` read as
+    ``_`` (``"iTransformer"`` is ``itransformer``), so an alias may not collide with another model's name.
     """
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -93,6 +108,11 @@ def register_model(
         if model_name in _REGISTRY and _REGISTRY[model_name].factory is not factory:
             other = _REGISTRY[model_name].factory
             raise ValueError(f"model name {model_name!r} is already registered by {other.__module__}.{other.__name__}")
+        twin = _ALIASES.get(normalize_name(model_name))
+        if model_name not in _REGISTRY and twin is not None:
+            raise ValueError(f"model name {model_name!r} is already an alias of {twin!r} (names are case-insensitive)")
+        for alias in aliases:  # all checked before anything is registered
+            _check_alias(alias, model_name)
         _REGISTRY[model_name] = ModelEntry(
             name=model_name,
             domain=domain or _domain_of(factory.__module__),
@@ -102,10 +122,24 @@ def register_model(
             pretrained_cfg=None if pretrained_cfg is None else dict(pretrained_cfg),
             filter_fn=filter_fn,
             feature_info=None if feature_info is None else tuple(dict(info) for info in feature_info),
+            aliases=tuple(aliases),
         )
+        _ALIASES.update({normalize_name(alias): model_name for alias in aliases})
         return factory
 
     return wrap(fn) if fn is not None else wrap
+
+
+def normalize_name(name: str) -> str:
+    """The lookup key of a name: lower case, ``-`` and spaces read as ``_`` (``"T2T-ViT-14"`` -> ``t2t_vit_14``)."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def _check_alias(alias: str, name: str) -> None:
+    key = normalize_name(alias)
+    owner = _ALIASES.get(key) or next((n for n in _REGISTRY if normalize_name(n) == key), None)
+    if owner is not None and owner != name:
+        raise ValueError(f"alias {alias!r} of {name!r} is already the name or an alias of {owner!r}")
 
 
 def _domain_of(module: str) -> str:
@@ -137,23 +171,57 @@ def list_models(pattern: str | None = None, *, domain: str | None = None) -> lis
     return sorted(names)
 
 
-def get_model_entry(name: str, *, domain: str | None = None) -> ModelEntry:
-    """The entry of ``name``; with ``domain``, a name of another domain is an error that says where it lives."""
+def resolve_model_name(name: str) -> str | None:
+    """The registered name that ``name`` means: itself, or the model it names case-insensitively or by an alias
+    (``"iTransformer"`` -> ``itransformer``); ``None`` when it names no model."""
     _load_entry_points()
-    entry = _REGISTRY.get(name)
+    if name in _REGISTRY:
+        return name
+    key = normalize_name(name)
+    if key in _ALIASES:
+        return _ALIASES[key]
+    return next((n for n in _REGISTRY if normalize_name(n) == key), None)
+
+
+def suggest_model_names(name: str, *, domain: str | None = None, limit: int = 5) -> list[str]:
+    """Registered names (of ``domain``) close to a mistyped ``name``, best first: names that extend it
+    (``pit_ti`` -> ``pit_ti_224``), then :func:`difflib.get_close_matches` over the names and aliases."""
+    key = normalize_name(name)
+    names = list_models(domain=domain)
+    if not key:
+        return []
+    extending = [n for n in names if n.startswith(key)]
+    extending.sort(key=lambda n: (len(n), n))
+    candidates = {normalize_name(n): n for n in names}
+    candidates.update({a: n for a, n in _ALIASES.items() if n in names})
+    close = [candidates[c] for c in difflib.get_close_matches(key, list(candidates), n=limit, cutoff=0.6)]
+    return list(dict.fromkeys(extending + close))[:limit]
+
+
+def unknown_model_message(name: str, *, domain: str | None = None) -> str:
+    """``unknown model 'pit_ti'; did you mean pit_ti_224? ...`` -- the one message of the Python API and the CLIs."""
+    what = "model" if domain is None else f"{domain} model"
+    close = suggest_model_names(name, domain=domain)
+    hint = f"; did you mean {close[0]!r}? (similar names: {', '.join(close)})" if close else ""
+    where = "" if domain is None else f"domain={domain!r}"
+    return f"unknown {what} {name!r}{hint}. See formers.core.registry.list_models({where})."
+
+
+def get_model_entry(name: str, *, domain: str | None = None) -> ModelEntry:
+    """The entry of ``name`` (case-insensitive, aliases included); with ``domain``, a name of another domain is an
+    error that says where it lives. An unknown name's error suggests close names (``pit_ti`` -> ``pit_ti_224``)."""
+    resolved = resolve_model_name(name)
+    entry = None if resolved is None else _REGISTRY[resolved]
     if entry is not None and (domain is None or entry.domain == domain):
         return entry
-    what = "model" if domain is None else f"{domain} model"
     if entry is not None:  # another domain's model: say where it lives
+        what = "model" if domain is None else f"{domain} model"
         available = list_models(domain=domain)
         raise ValueError(
             f"unknown {what} {name!r}; available: {_short(available)}. {name!r} is a {entry.domain} model: build it "
             f"with formers.{entry.domain}.create_model or formers.core.builder.build_model (any domain)"
         )
-    close = fnmatch.filter(list_models(domain=domain), f"*{name.split('_')[0]}*")[:8]
-    hint = f"; similar names: {', '.join(close)}" if close else ""
-    where = "" if domain is None else f"domain={domain!r}"
-    raise ValueError(f"unknown {what} {name!r}{hint}. See formers.core.registry.list_models({where}).")
+    raise ValueError(unknown_model_message(name, domain=domain))
 
 
 def _short(names: list[str], limit: int = 12) -> str:
@@ -162,7 +230,8 @@ def _short(names: list[str], limit: int = 12) -> str:
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model of any domain: :func:`formers.core.builder.build_model` (same arguments)."""
+    """Build a registered model of any domain, or load a directory saved by :func:`formers.core.hub.save_pretrained`:
+    :func:`formers.core.builder.build_model` (same arguments)."""
     from formers.core.builder import build_model  # the builder imports this module: import at call time
 
     return build_model(name, **kwargs)

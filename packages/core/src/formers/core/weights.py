@@ -31,6 +31,7 @@ __all__ = ["CheckpointError", "load_checkpoint", "load_into", "clean_state_dict"
 EMA_KEYS = ("state_dict_ema", "model_ema")
 STATE_KEYS = ("state_dict", "model")
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP, wrapped in either order
+DIRECTORY_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # in a saved-model directory, in this order
 _LIST_LIMIT = 12  # keys listed in an error message before "... and N more"
 
 
@@ -38,14 +39,18 @@ def load_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True) -> di
     """Read a state dict (name -> tensor) from a checkpoint file, safely.
 
     Args:
-        path: ``.safetensors`` or a ``torch.save`` file (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``, ...).
+        path: ``.safetensors`` or a ``torch.save`` file (``.pth``, ``.pth.tar``, ``.pt``, ``.ckpt``, ...), or a
+            directory saved by :func:`formers.core.hub.save_pretrained` / timm's ``save_for_hf`` (its
+            ``model.safetensors``, else ``pytorch_model.bin``).
         use_ema: prefer EMA weights (``state_dict_ema`` / ``model_ema``) when the checkpoint holds them.
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file (or a directory without weights).
         CheckpointError: corrupt, truncated or not a state dict (the message names the file).
     """
     path = Path(path)
+    if path.is_dir():
+        path = _weights_in(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -62,6 +67,14 @@ def load_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True) -> di
     except Exception as err:  # torch / safetensors raise many types for damaged files; all mean the same here
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {err}") from err
     return _unwrap(raw, path, use_ema)
+
+
+def _weights_in(folder: Path) -> Path:
+    """The weights file of a saved-model directory (``save_pretrained`` / timm's ``save_for_hf`` names)."""
+    for name in DIRECTORY_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"checkpoint directory {folder} holds none of {', '.join(DIRECTORY_WEIGHTS)}")
 
 
 def _unwrap(raw: Any, path: Path, use_ema: bool) -> dict[str, Tensor]:

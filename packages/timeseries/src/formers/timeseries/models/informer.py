@@ -135,6 +135,20 @@ class Informer(Forecaster):
         )
         self.decoder_norm = nn.LayerNorm(d_model)
         self.projection = nn.Linear(d_model, c_out)
+        self.prepare_eval_samples()
+
+    def prepare_eval_samples(self) -> None:
+        """Draw the seeded eval key sample of every ProbSparse layer for this model's lengths (seq_len, halved at
+        each distilling step; label_len + pred_len in the decoder), so eval forwards and ``torch.export`` reuse it.
+        Call it again after changing a layer's ``eval_sample_seed`` if the model is to be exported."""
+        length = self.seq_len
+        for i, layer in enumerate(self.encoder):
+            layer.attention.prepare_eval_sample(length, length)
+            if self.distil is not None and i < len(self.distil):
+                length = (length - 1) // 2 + 1  # DistilConv: ⌊(L - 1) / 2⌋ + 1
+        dec_len = self.label_len + self.pred_len
+        for layer in self.decoder:
+            layer.self_attention.prepare_eval_sample(dec_len, dec_len)
 
     def encode(self, x_enc: Tensor, x_mark_enc: Tensor | None = None) -> Tensor:
         """Encoder output ``(B, L_enc, d_model)``; ``L_enc`` halves at each distilling step."""

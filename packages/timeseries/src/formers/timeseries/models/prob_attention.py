@@ -12,6 +12,11 @@ The selection scores are computed without gradient (only their top-u *indices* a
 when ``L_K <= U·head_dim`` (every practical Informer configuration) from the dense ``Q·Kᵀ`` product, which moves
 fewer bytes than materialising the ``(B, H, L_Q, U, D)`` sampled keys. The active queries attend through
 :func:`formers.core.attention.attention`.
+
+Export: the seeded eval sample depends only on ``(seed, L_Q, L_K, U)``, so :class:`InformerAttention` draws it once
+per length (:meth:`InformerAttention.prepare_eval_sample`, which :class:`~formers.timeseries.models.informer.Informer`
+calls for its lengths when it is built) and reuses the cached indices: no ``torch.Generator`` is created inside
+``forward``, so ``torch.export`` / ONNX capture an eval-mode Informer with the sample as a constant.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def prob_sparse_sizes(factor: int, len_q: int, len_k: int) -> tuple[int, int]:
 
 def sample_keys(len_q: int, len_k: int, n_sample: int, generator: torch.Generator | None = None) -> Tensor:
     """Key indices ``(len_q, n_sample)`` drawn with replacement, on the CPU RNG like the reference's ``randint``."""
-    return torch.randint(len_k, (len_q, n_sample), generator=generator)
+    return torch.randint(len_k, (len_q, n_sample), generator=generator, device="cpu")
 
 
 def prob_attention(
@@ -94,8 +99,9 @@ class InformerAttention(AttentionBackendMixin, nn.Module):
 
     ``mix=True`` reproduces Informer2020's decoder self-attention output layout: the ``(B, H, L, D)`` context is
     reshaped to ``(B, L, H·D)`` *without* moving the heads next to the features (the deliberate "mix",
-    Informer2020 #229). In eval mode the ProbSparse key sample is drawn from a generator seeded with
-    ``eval_sample_seed`` on every call, so predictions are deterministic and batch-consistent; the reference redraws
+    Informer2020 #229). In eval mode the ProbSparse key sample is the draw of a generator seeded with
+    ``eval_sample_seed`` (the same indices on every call, drawn once per length and cached, which keeps generators out
+    of ``forward`` for ``torch.export``), so predictions are deterministic and batch-consistent; the reference redraws
     from the global RNG in eval too (``eval_sample_seed=None`` restores that). Training always uses the global RNG.
 
     Shapes:
@@ -127,6 +133,26 @@ class InformerAttention(AttentionBackendMixin, nn.Module):
         self.value_projection = nn.Linear(d_model, d_model)
         self.out_projection = nn.Linear(d_model, d_model)
 
+        # (seed, factor, L_Q, L_K) -> the seeded eval key sample (L_Q, U): drawn once, outside any traced forward
+        self._eval_samples: dict[tuple[int, int, int, int], Tensor] = {}
+
+    def prepare_eval_sample(self, len_q: int, len_k: int) -> Tensor | None:
+        """The seeded eval-mode key sample for these lengths (cached), or ``None`` when eval redraws (no seed) or
+        the layer is full attention. Exactly ``sample_keys(..., torch.Generator().manual_seed(eval_sample_seed))``."""
+        if self.attn != "prob" or self.eval_sample_seed is None:
+            return None
+        key = (int(self.eval_sample_seed), self.factor, len_q, len_k)
+        if key not in self._eval_samples:
+            if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+                raise RuntimeError(
+                    f"InformerAttention: no eval key sample prepared for L_Q={len_q}, L_K={len_k} (seed "
+                    f"{self.eval_sample_seed}); run the model once eagerly or call prepare_eval_sample before export"
+                )
+            _, n_sample = prob_sparse_sizes(self.factor, len_q, len_k)
+            generator = torch.Generator().manual_seed(self.eval_sample_seed)
+            self._eval_samples[key] = sample_keys(len_q, len_k, n_sample, generator)
+        return self._eval_samples[key]
+
     def _heads(self, x: Tensor) -> Tensor:
         return x.view(x.shape[0], x.shape[1], self.n_heads, -1).transpose(1, 2)
 
@@ -136,10 +162,8 @@ class InformerAttention(AttentionBackendMixin, nn.Module):
         k = self._heads(self.key_projection(context))
         v = self._heads(self.value_projection(context))
         if self.attn == "prob":
-            generator = None
-            if not self.training and self.eval_sample_seed is not None:
-                generator = torch.Generator().manual_seed(self.eval_sample_seed)
-            out = prob_attention(q, k, v, self.factor, causal=self.causal, generator=generator, backend=self.backend)
+            index = None if self.training else self.prepare_eval_sample(q.shape[2], k.shape[2])
+            out = prob_attention(q, k, v, self.factor, causal=self.causal, index_sample=index, backend=self.backend)
         else:  # the reference's FullAttention: dropout on the probabilities, top-left causal mask (L_Q == L_K)
             dropout_p = self.dropout if self.training else 0.0
             out = attention(q, k, v, causal=self.causal, dropout_p=dropout_p, backend=self.backend)
