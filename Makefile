@@ -12,7 +12,7 @@ repro: sync
 
 ## make test: the whole test suite (what CI runs)
 test: sync
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n 2 --dist loadfile  # two workers (one torch thread each, tests/conftest.py); a file stays on one worker, in order
 
 lint: sync
 	$(UV) run --frozen ruff check . && $(UV) run --frozen ruff format --check .
