@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from formers.core.callbacks import NonFiniteGuard, NonFiniteLossError, RNGStateCheckpoint
+from formers.core.callbacks import NonFiniteGuard, NonFiniteLossError, RNGStateCheckpoint, RunDirTransaction
 from formers.core.checkpoint_io import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -37,7 +37,6 @@ from formers.core.runsafety import (
     GENERATOR_MARKER,
     NonFiniteError,
     OutputOverwriteError,
-    RunDirTransaction,
     check_finite,
     claim_output_dir,
     refuse_overwrite,

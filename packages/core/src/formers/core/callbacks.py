@@ -7,6 +7,8 @@
   soon as the training loss is NaN/inf, and before a non-finite validation metric can become ``best.ckpt``.
 * :class:`LineProgressBar` prints one line per epoch (and one per ``validate`` / ``test`` run) where a TQDM bar would
   fill a log with carriage returns; :func:`default_progress_bar` picks it when the output is not a terminal.
+* :class:`RunDirTransaction` keeps the previous run's logs (``config.yaml``, ``metrics.csv``, ``dvclive/`` ...) until
+  the new run has validated its config and started training, and puts them back when the new run fails before that.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
 from formers.core.machine import machine_report
@@ -39,6 +42,7 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteLossError",
     "RNGStateCheckpoint",
+    "RunDirTransaction",
     "default_progress_bar",
     "flatten_metrics",
     "nest_metrics",
@@ -346,7 +350,7 @@ class MachineInfo(Callback):
     of its own, not a key of ``metrics.json``: metrics stay comparable across machines (``dvc metrics diff`` shows no
     machine noise). The file goes to the subcommand's log folder (``trainer.log_dir``): ``<run_dir>/machine.json`` for
     ``fit``, ``<run_dir>/test/machine.json`` for ``test``, so a run tested elsewhere says so. Rank zero writes it,
-    atomically, once the run has started (after :class:`~formers.core.runsafety.RunDirTransaction` commits, so a run
+    atomically, once the run has started (after :class:`RunDirTransaction` commits, so a run
     that fails to start leaves the previous record).
 
     Args:
@@ -457,3 +461,105 @@ def default_progress_bar(stream: IO[str] | None = None) -> ProgressBar | None:
     stream = stream or sys.stdout
     is_terminal = getattr(stream, "isatty", None)
     return None if callable(is_terminal) and is_terminal() else LineProgressBar()
+
+
+# ------------------------------------------------------------------------------------------- transactional runs
+
+RUN_LOGS = ("config.yaml", "hparams.yaml", "metrics.csv", "metrics.json", "dvclive")
+STAGING = ".formers-previous"
+
+
+class RunDirTransaction(Callback):
+    """Keep the previous run's logs until the new run starts training; restore them if it fails before.
+
+    :meth:`begin` copies the entries of ``names`` that exist in ``directory`` to ``directory/.formers-previous``.
+    Training start (``on_train_start``, after the config, the data, the model's ``setup`` and the sanity check passed)
+    commits: the copy is dropped. An exception before that (``on_exception``) rolls back: the new versions of
+    ``names`` are removed, the copies put back, and the failed run's loggers detached so that Lightning's
+    ``finalize("failed")`` writes nothing more. A run killed in that window leaves the copy behind; the next
+    :meth:`begin` rolls it back first. Checkpoints are not touched: nothing writes them before training.
+
+    ``validate``/``test``/``predict`` commit at their loop start (``on_{validation,test,predict}_start``).
+    Only global rank zero touches files.
+
+    Args:
+        directory: the log folder of the run (``${log_dir}``: the run dir for ``fit``).
+        names: the entries of ``directory`` to protect.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], names: Sequence[str] = RUN_LOGS) -> None:
+        self.directory = Path(directory)
+        self.names = tuple(names)
+        self.staging = self.directory / STAGING
+        self.open = False
+
+    @rank_zero_only
+    def begin(self) -> None:
+        """Stage copies of the existing logs (call it before the Trainer's loggers first touch ``directory``)."""
+        if self.staging.exists():  # an earlier attempt died before committing: its staged files are the truth
+            self._restore()
+        present = [name for name in self.names if (self.directory / name).exists()]
+        if present:
+            self.staging.mkdir(parents=True)
+            for name in present:
+                _copy(self.directory / name, self.staging / name)
+            (self.staging / "manifest.json").write_text(json.dumps({"present": present}) + "\n")
+        self.open = True
+
+    @rank_zero_only
+    def commit(self) -> None:
+        """The new run has started: the previous logs are no longer needed."""
+        if self.open:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.open = False
+
+    @rank_zero_only
+    def rollback(self) -> None:
+        """Remove what the failed run wrote under ``names`` and put the previous files back."""
+        if self.open:
+            self._restore()
+            self.open = False
+
+    def _restore(self) -> None:
+        manifest = self.staging / "manifest.json"
+        present = json.loads(manifest.read_text())["present"] if manifest.is_file() else []
+        for name in self.names:
+            _remove(self.directory / name)
+        for name in present:
+            os.replace(self.staging / name, self.directory / name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.commit()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:  # fit's sanity check comes before training start
+            self.commit()
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.commit()
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.commit()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not self.open:
+            return
+        self.rollback()
+        # Lightning finalizes the loggers after this hook; the failed run's loggers must not write into the restored
+        # folder (DVCLive would replace metrics.json by an empty summary)
+        trainer.loggers = []
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        shutil.copy2(source, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -25,16 +25,14 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 __all__ = [
-    "AtomicCheckpointIO",
+    "AtomicCheckpointIO",  # noqa: F822 (module __getattr__: defined on first use)
     "CheckpointError",
     "SAFE_CHECKPOINT_GLOBALS",
     "checkpoint_model_mismatch",
@@ -198,8 +196,8 @@ def checkpoint_model_mismatch(
             either side is not compared.
 
     Returns:
-        ``None`` when they agree, else e.g. ``"checkpoint runs/a/best.ckpt was trained for model='pit_ti' but
-        model='swin_t' was requested"``.
+        ``None`` when they agree, else e.g. ``"checkpoint runs/a/best.ckpt was trained for model='pit_ti_224' but
+        model='swin_tiny_patch4_window7_224' was requested"``.
     """
     stored = checkpoint.get("hyper_parameters") or {}
     differing = [key for key in keys if key in stored and key in requested and stored[key] != requested[key]]
@@ -210,25 +208,11 @@ def checkpoint_model_mismatch(
     return f"checkpoint {path} was trained for {trained} but {wanted} was requested"
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` that writes checkpoints atomically next to their target and names the file on load errors.
+def __getattr__(name: str) -> Any:
+    # AtomicCheckpointIO subclasses Lightning's TorchCheckpointIO: defined on first use, so that loading weights
+    # (and every CLI's start-up) does not import Lightning; configs keep naming it formers.core.checkpoint_io.*
+    if name == "AtomicCheckpointIO":
+        from formers.core._atomic_checkpoint_io import AtomicCheckpointIO
 
-    Wire it as a Trainer plugin (``Trainer(plugins=[AtomicCheckpointIO()])``); remote paths (``s3://`` ...) keep
-    Lightning's own writer.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        save_atomic(checkpoint, path)
-
-    def load_checkpoint(
-        self,
-        path: _PATH,
-        map_location: Callable | None = lambda storage, loc: storage,
-        weights_only: bool | None = None,
-    ) -> dict[str, Any]:
-        if "://" in str(path):
-            return super().load_checkpoint(path, map_location, weights_only)
-        return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only is not False)
+        return AtomicCheckpointIO
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -50,12 +50,13 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
   without repeating the steps the killed run logged after its checkpoint (:mod:`formers.core.loggers`). A checkpoint's
   hyper-parameters never override the config; one trained for another model is refused in one sentence.
 * Every run also gets :class:`~formers.core.callbacks.NonFiniteGuard` (a NaN/inf loss stops the run naming the step;
-  a non-finite monitored metric never becomes ``best.ckpt``) and :class:`~formers.core.runsafety.RunDirTransaction`
+  a non-finite monitored metric never becomes ``best.ckpt``) and :class:`~formers.core.callbacks.RunDirTransaction`
   (a run that fails before training starts leaves the previous run's logs and ``config.yaml`` as they were).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from functools import partial, update_wrapper
 from importlib import import_module
@@ -67,13 +68,19 @@ from jsonargparse import Namespace
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
+from lightning.pytorch.utilities import rank_zero_info
 from torch.optim import Optimizer
 
-from formers.core.callbacks import MachineInfo, NonFiniteGuard, RNGStateCheckpoint, default_progress_bar
+from formers.core.callbacks import (
+    MachineInfo,
+    NonFiniteGuard,
+    RNGStateCheckpoint,
+    RunDirTransaction,
+    default_progress_bar,
+)
 from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.data.base import data_sizes_of
 from formers.core.optim import optimizer_parameters
-from formers.core.runsafety import RunDirTransaction
 from formers.core.tasks import Task
 
 __all__ = [
@@ -98,17 +105,17 @@ _ATOMIC_IO = "formers.core.checkpoint_io.AtomicCheckpointIO"
 
 
 def default_loggers() -> list[dict[str, Any]]:
-    """CSVLogger first (``trainer.log_dir`` comes from ``loggers[0]``), then DVCLive, both at fixed paths."""
-    return [
-        {
-            "class_path": _CSV,
-            "init_args": {"save_dir": LOG_DIR, "name": "", "version": ""},
-        },
-        {
-            "class_path": _DVCLIVE,
-            "init_args": {"dir": f"{LOG_DIR}/dvclive", "dvcyaml": None, "save_dvc_exp": False, "report": None},
-        },
-    ]
+    """CSVLogger first (``trainer.log_dir`` comes from ``loggers[0]``), then DVCLive, both at fixed paths; DVCLive only
+    where the training extra (``formers-core[train]``) is installed: a model-only install still trains, CSV-logged."""
+    loggers = [{"class_path": _CSV, "init_args": {"save_dir": LOG_DIR, "name": "", "version": ""}}]
+    if dvclive_installed():
+        dvclive_args = {"dir": f"{LOG_DIR}/dvclive", "dvcyaml": None, "save_dvc_exp": False, "report": None}
+        loggers.append({"class_path": _DVCLIVE, "init_args": dvclive_args})
+    return loggers
+
+
+def dvclive_installed() -> bool:
+    return importlib.util.find_spec("dvclive") is not None
 
 
 def default_callbacks(monitor: str = "val/loss", mode: Literal["min", "max"] = "min") -> list[dict[str, Any]]:
@@ -273,6 +280,8 @@ class FormersCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in [*configured, *extra]
         ):
             extra += [bar] if (bar := default_progress_bar()) is not None else []
+        if not dvclive_installed():
+            rank_zero_info("DVCLive logging off (CSV only): pip install 'formers-core[train]' for DVC tracking")
         return super()._instantiate_trainer(config, extra)
 
     def _before_run(self) -> None:

@@ -185,6 +185,11 @@ class TrainedRun:
     hparams: dict[str, Any]
     path: Path
 
+    @property
+    def model(self) -> Any:
+        """The trained network (``task.model``); ``formers.core.hub.save_pretrained(run.model, dir)`` shares it."""
+        return self.task.model
+
 
 def resolve_task_class(class_path: str | None, base: type[Task] | str, source: str | Path) -> type[Task]:
     """The task class a checkpoint or config names, allowed only from formers' own modules and below ``base``.

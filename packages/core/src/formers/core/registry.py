@@ -79,7 +79,8 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}  # normalized alias -> registered name
-_entry_points_loaded = False
+_loaded_entry_points: set[str] = set()  # entry-point names imported so far
+_all_entry_points_loaded = False
 
 
 def register_model(
@@ -147,14 +148,22 @@ def _domain_of(module: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] == "formers" else parts[0]
 
 
-def _load_entry_points() -> None:
-    """Import every installed domain that advertises models (once)."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
+def _load_entry_points(domain: str | None = None) -> None:
+    """Import the installed domains that advertise models (each once): only ``domain``'s entry point when one is
+    named and installed, so one domain's CLI or ``list_models(domain=...)`` does not import the others' libraries."""
+    global _all_entry_points_loaded
+    if _all_entry_points_loaded:
         return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        import_module(ep.value)
+    points = list(entry_points(group=ENTRY_POINT_GROUP))
+    if domain is not None and any(ep.name == domain for ep in points):
+        points = [ep for ep in points if ep.name == domain]
+    else:
+        domain = None
+    for ep in points:
+        if ep.name not in _loaded_entry_points:
+            _loaded_entry_points.add(ep.name)
+            import_module(ep.value)
+    _all_entry_points_loaded = domain is None
 
 
 def list_domains() -> list[str]:
@@ -164,7 +173,7 @@ def list_domains() -> list[str]:
 
 def list_models(pattern: str | None = None, *, domain: str | None = None) -> list[str]:
     """Sorted names of registered models, optionally filtered by a glob ``pattern`` and a ``domain``."""
-    _load_entry_points()
+    _load_entry_points(domain)
     names = [n for n, e in _REGISTRY.items() if domain is None or e.domain == domain]
     if pattern is not None:
         names = fnmatch.filter(names, pattern)
@@ -175,6 +184,10 @@ def resolve_model_name(name: str) -> str | None:
     """The registered name that ``name`` means: itself, or the model it names case-insensitively or by an alias
     (``"iTransformer"`` -> ``itransformer``); ``None`` when it names no model."""
     _load_entry_points()
+    return _resolve_loaded(name)
+
+
+def _resolve_loaded(name: str) -> str | None:
     if name in _REGISTRY:
         return name
     key = normalize_name(name)
@@ -210,6 +223,11 @@ def unknown_model_message(name: str, *, domain: str | None = None) -> str:
 def get_model_entry(name: str, *, domain: str | None = None) -> ModelEntry:
     """The entry of ``name`` (case-insensitive, aliases included); with ``domain``, a name of another domain is an
     error that says where it lives. An unknown name's error suggests close names (``pit_ti`` -> ``pit_ti_224``)."""
+    if domain is not None:  # the domain's own models first: the other domains are imported only for the error
+        _load_entry_points(domain)
+        resolved = _resolve_loaded(name)
+        if resolved is not None and _REGISTRY[resolved].domain == domain:
+            return _REGISTRY[resolved]
     resolved = resolve_model_name(name)
     entry = None if resolved is None else _REGISTRY[resolved]
     if entry is not None and (domain is None or entry.domain == domain):

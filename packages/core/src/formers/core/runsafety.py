@@ -6,9 +6,9 @@
   ``os.path.samefile``) raises :class:`OutputOverwriteError` before anything is written.
 * :func:`claim_output_dir` / :func:`mark_output_dir`: a generator writes only into a missing or empty folder, or one
   that carries its own marker file (a folder it made before); anything else is refused, never deleted.
-* :class:`RunDirTransaction`: a callback that keeps the previous run's logs (``config.yaml``, ``metrics.csv``,
-  ``dvclive/`` ...) until the new run has validated its config and started training, and puts them back when the new
-  run fails before that.
+
+No Lightning import here (the CLIs' start-up and the predict paths import this module); the training-time guard,
+:class:`formers.core.callbacks.RunDirTransaction`, lives with the other callbacks.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_only
 
 __all__ = [
     "GENERATOR_MARKER",
     "NonFiniteError",
     "OutputOverwriteError",
-    "RunDirTransaction",
     "check_finite",
     "claim_output_dir",
     "mark_output_dir",
@@ -38,8 +34,6 @@ __all__ = [
 ]
 
 GENERATOR_MARKER = ".formers-generated"
-RUN_LOGS = ("config.yaml", "hparams.yaml", "metrics.csv", "metrics.json", "dvclive")
-STAGING = ".formers-previous"
 
 
 class NonFiniteError(ValueError):
@@ -170,102 +164,3 @@ def _marker_generator(out: Path) -> str | None:
         return json.loads(marker.read_text()).get("generator")
     except (ValueError, AttributeError):
         return None
-
-
-# ------------------------------------------------------------------------------------------- transactional runs
-
-
-class RunDirTransaction(Callback):
-    """Keep the previous run's logs until the new run starts training; restore them if it fails before.
-
-    :meth:`begin` copies the entries of ``names`` that exist in ``directory`` to ``directory/.formers-previous``.
-    Training start (``on_train_start``, after the config, the data, the model's ``setup`` and the sanity check passed)
-    commits: the copy is dropped. An exception before that (``on_exception``) rolls back: the new versions of
-    ``names`` are removed, the copies put back, and the failed run's loggers detached so that Lightning's
-    ``finalize("failed")`` writes nothing more. A run killed in that window leaves the copy behind; the next
-    :meth:`begin` rolls it back first. Checkpoints are not touched: nothing writes them before training.
-
-    ``validate``/``test``/``predict`` commit at their loop start (``on_{validation,test,predict}_start``).
-    Only global rank zero touches files.
-
-    Args:
-        directory: the log folder of the run (``${log_dir}``: the run dir for ``fit``).
-        names: the entries of ``directory`` to protect.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str], names: Sequence[str] = RUN_LOGS) -> None:
-        self.directory = Path(directory)
-        self.names = tuple(names)
-        self.staging = self.directory / STAGING
-        self.open = False
-
-    @rank_zero_only
-    def begin(self) -> None:
-        """Stage copies of the existing logs (call it before the Trainer's loggers first touch ``directory``)."""
-        if self.staging.exists():  # an earlier attempt died before committing: its staged files are the truth
-            self._restore()
-        present = [name for name in self.names if (self.directory / name).exists()]
-        if present:
-            self.staging.mkdir(parents=True)
-            for name in present:
-                _copy(self.directory / name, self.staging / name)
-            (self.staging / "manifest.json").write_text(json.dumps({"present": present}) + "\n")
-        self.open = True
-
-    @rank_zero_only
-    def commit(self) -> None:
-        """The new run has started: the previous logs are no longer needed."""
-        if self.open:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            self.open = False
-
-    @rank_zero_only
-    def rollback(self) -> None:
-        """Remove what the failed run wrote under ``names`` and put the previous files back."""
-        if self.open:
-            self._restore()
-            self.open = False
-
-    def _restore(self) -> None:
-        manifest = self.staging / "manifest.json"
-        present = json.loads(manifest.read_text())["present"] if manifest.is_file() else []
-        for name in self.names:
-            _remove(self.directory / name)
-        for name in present:
-            os.replace(self.staging / name, self.directory / name)
-        shutil.rmtree(self.staging, ignore_errors=True)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.commit()
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:  # fit's sanity check comes before training start
-            self.commit()
-
-    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.commit()
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.commit()
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not self.open:
-            return
-        self.rollback()
-        # Lightning finalizes the loggers after this hook; the failed run's loggers must not write into the restored
-        # folder (DVCLive would replace metrics.json by an empty summary)
-        trainer.loggers = []
-
-
-def _copy(source: Path, target: Path) -> None:
-    if source.is_dir():
-        shutil.copytree(source, target, symlinks=True)
-    else:
-        shutil.copy2(source, target)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
