@@ -44,14 +44,35 @@ def test_a_declarations_help_imports_neither_torch_nor_lightning():
     assert not modules & {"torch", "lightning", "torchmetrics", "jsonargparse", "numpy", *DOMAIN_LIBRARIES}
 
 
-@pytest.mark.parametrize("domain", ["core", "timeseries", "graph", "vision"])
-def test_a_scripts_help_leaves_other_domains_libraries_alone(domain):
+DOMAINS = ["core", "timeseries", "graph", "vision", "pde", "bytes"]
+# The training stack: Lightning and what it imports (torchmetrics -> torchvision, matplotlib, transformers); a
+# script's --help is answered from its domain declaration, whose tasks and data modules load only when a run starts.
+TRAINING_STACK = {"lightning", "torchmetrics", "torchvision", "matplotlib", "transformers", "jsonargparse"}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_a_scripts_help_leaves_other_domains_libraries_and_lightning_alone(domain):
     module = "formers.core.main" if domain == "core" else f"formers.{domain}.domain"
     modules = _modules_after(_help_of(module))
     unexpected = {lib for lib, owner in DOMAIN_LIBRARIES.items() if owner != domain} & modules
-    if domain == "vision":
-        # ``import formers.vision`` registers the models in timm's registry, and the registry's list_models imports
-        # every installed domain's models to list the vision ones (PyG with the graph models, pandas with PyG)
-        unexpected -= {"torch_geometric", "pandas"}
     assert not unexpected, f"formers-{domain} --help imports {sorted(unexpected)}"
+    assert not modules & TRAINING_STACK, f"formers-{domain} --help imports {sorted(modules & TRAINING_STACK)}"
     assert "dvclive" not in modules  # the training logger loads with a run, not for --help
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "first",
+    ["import timm", "import formers.vision.models", "formers.vision.TIMM_PREFIX", "import formers.vision.data"],
+)
+def test_importing_formers_vision_is_light_and_timm_still_gets_the_models(first):
+    # formers-vision's script imports formers.vision, so the package defers timm; the contract stays: once timm is
+    # in the process (imported by the user, by our models or by our API), ``formers_*`` names are in its registry
+    code = (
+        "import sys\nimport formers.vision\nassert 'timm' not in sys.modules and 'torch' not in sys.modules\n"
+        f"{first}\nimport timm\n"
+        "assert timm.is_model('formers_pit_ti_224') and 'formers_swin_tiny_patch4_window7_224' in "
+        "timm.list_models('formers_*')\n"
+        "assert type(timm.create_model('formers_pit_ti_224', num_classes=3)).__name__ == 'PoolingVisionTransformer'\n"
+    )
+    assert "timm" in _modules_after(code)

@@ -31,18 +31,17 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from formers.bytes.data import collate_bytes, collate_sequences, file_window, sliding_windows
-from formers.bytes.generation import conversion_prompt, file_prompt, generate
 from formers.bytes.patches import PATCH_SIZE
-from formers.bytes.task import ByteLMTask
-from formers.core.data.base import SplitDataModule
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite, iter_files, refuse_overwrite
-from formers.core.tasks import ClassificationTask
+
+if TYPE_CHECKING:  # the data, tasks and generation load when predict runs: the script starts without Lightning
+    from formers.bytes.task import ByteLMTask
 
 __all__ = ["DOMAIN", "BytesPredictor", "main", "read_input"]
 
@@ -82,6 +81,9 @@ class BytesPredictor(Predictor):
         parser.add_argument("--max-input-bytes", type=int, default=MAX_INPUT_BYTES)
 
     def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
+        from formers.bytes.task import ByteLMTask
+        from formers.core.tasks import ClassificationTask
+
         files = list(iter_files(inputs))
         if not files:
             raise ValueError("give at least one input file or folder")
@@ -121,6 +123,8 @@ class BytesPredictor(Predictor):
     ) -> list[torch.Tensor | None]:
         """Per file, its class probabilities; a batch the model refuses is retried file by file, so only the
         offending file is reported (``None``)."""
+        from formers.bytes.data import collate_bytes
+
         items = [(data[:max_bytes] if max_bytes else data, 0) for _, data in chunk]
         try:
             with torch.no_grad():
@@ -143,6 +147,8 @@ class BytesPredictor(Predictor):
         return self.emit(_csv(rows), options, f"{len(rows) - 1} files scored")
 
     def _generate(self, run: TrainedRun, files: list[Path], options: argparse.Namespace) -> str:
+        from formers.bytes.generation import conversion_prompt, file_prompt, generate
+
         if options.out_dir is None:
             raise ValueError(f"--mode {options.mode} writes files: give --out-dir FOLDER")
         if options.mode == "convert" and not options.to:
@@ -197,6 +203,8 @@ def _extension(path: Path) -> str:
 
 def _file_bits(task: ByteLMTask, data: bytes, extension: str, window: int, batch_size: int) -> float:
     """Total bits of the file's bytes under the model: the sliding windows of the evaluation data, each byte once."""
+    from formers.bytes.data import collate_sequences, file_window, sliding_windows
+
     body = -(-len(data) // PATCH_SIZE) + 1
     windows = [file_window(data, extension, *w) for w in sliding_windows(body, window)]
     nats = 0.0
@@ -218,7 +226,7 @@ def _csv(rows: list[list[str]]) -> str:
 DOMAIN = Domain(
     name="bytes",
     description="formers-bytes: byte-level transformers (bGPT, ByteFormer) on raw file bytes.",
-    data_class=SplitDataModule,
+    data_class="formers.core.data.base.SplitDataModule",
     predictor=BytesPredictor(),
 )
 main = DOMAIN.main

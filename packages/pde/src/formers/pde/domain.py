@@ -24,26 +24,18 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 import torch
-from torch import Tensor
 
 from formers.core.domain import Domain, TrainedRun
 from formers.core.predict import InputError, Predictor, check_finite
-from formers.pde.data import (
-    Normalizer,
-    PDEDataModule,
-    PointCloudDataModule,
-    PointCloudDataset,
-    read_split,
-    subsample_grid,
-)
-from formers.pde.plots import plot_fields, plot_point_cloud
-from formers.pde.pointcloud import collate_point_clouds
-from formers.pde.task import OperatorTask, relative_l2
+
+if TYPE_CHECKING:  # the data, task, plots and h5py load when predict runs: the script starts without Lightning
+    from torch import Tensor
+
+    from formers.pde.data import Normalizer
 
 __all__ = ["DOMAIN", "PDEPredictor", "main"]
 
@@ -64,6 +56,10 @@ class PDEPredictor(Predictor):
         parser.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
 
     def predict(self, run: TrainedRun, inputs: list[Path], options: argparse.Namespace) -> str:
+        from formers.pde.data import Normalizer
+        from formers.pde.plots import plot_fields
+        from formers.pde.task import relative_l2
+
         if len(inputs) != 1:
             raise ValueError("give exactly one input file (.h5 dataset or .npy fields)")
         if options.out is None:
@@ -103,6 +99,8 @@ class PDEPredictor(Predictor):
     def _grid_inputs(
         self, run: TrainedRun, path: Path, normalizer: Normalizer, options: argparse.Namespace
     ) -> tuple[Tensor, Tensor | None]:
+        from formers.pde.data import read_split, subsample_grid
+
         state, kind = run.data_state, run.data_state.get("kind", "grid")
         step = options.subsample or int(state.get("subsample", 1))
         if path.suffix == ".npy":
@@ -146,6 +144,11 @@ class PDEPredictor(Predictor):
     def _point_cloud(
         self, run: TrainedRun, path: Path, out: Path, normalizer: Normalizer, options: argparse.Namespace
     ) -> str:
+        from formers.pde.data import PointCloudDataModule, PointCloudDataset
+        from formers.pde.plots import plot_point_cloud
+        from formers.pde.pointcloud import collate_point_clouds
+        from formers.pde.task import relative_l2
+
         data = PointCloudDataModule(str(path), functions=run.data_state["functions"], limit=options.limit)
         data.load_state_dict(run.data_state)
         try:
@@ -189,6 +192,8 @@ class PDEPredictor(Predictor):
 
 def _cells(path: Path, split: str, count: int) -> list[np.ndarray | None] | None:
     """The stored triangles of the first ``count`` meshes (node indices local to each mesh), when the file has them."""
+    import h5py
+
     with h5py.File(path, "r") as file:
         group = file[split]
         if "cells" not in group:
@@ -208,6 +213,8 @@ def _batched(task: Any, x: Tensor, batch_size: int, frames: int | None, source: 
 
 def _write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
     """Write atomically (a killed predict never leaves half a file under ``path``)."""
+    import h5py
+
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     with h5py.File(partial, "w") as file:
@@ -221,8 +228,8 @@ DOMAIN = Domain(
     name="pde",
     description="formers-pde: neural-operator transformers for PDEs (Galerkin/Fourier transformer, FactFormer, GNOT) "
     "and neuraloperator's FNO, on data made by the package's own solvers.",
-    task_class=OperatorTask,
-    data_class=PDEDataModule,
+    task_class="formers.pde.task.OperatorTask",
+    data_class="formers.pde.data.PDEDataModule",
     predictor=PDEPredictor(),
 )
 main = DOMAIN.main

@@ -73,7 +73,7 @@ def register_timm_models() -> list[str]:
             continue
         if timm.models.is_model(tname):
             raise ValueError(f"timm already has a model named {tname!r}; formers will not overwrite it")
-        entry = get_model_entry(name)
+        entry = get_model_entry(name, domain=DOMAIN)
         cfg = {k: v for k, v in (entry.pretrained_cfg or {}).items() if k in PretrainedCfg.__dataclass_fields__}
         cfg.setdefault("paper_name", entry.paper)
         default_cfgs.update(generate_default_cfgs({tname: cfg}))
