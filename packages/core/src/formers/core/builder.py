@@ -24,7 +24,14 @@ from formers.core.features import FeatureMapsModel
 from formers.core.registry import ModelEntry, get_model_entry
 from formers.core.weights import load_checkpoint, load_into
 
-__all__ = ["build_model", "prepare_model", "resolve_pretrained_cfg", "wrap_features", "FORMERS_CONFIG_ATTR"]
+__all__ = [
+    "build_model",
+    "check_out_indices",
+    "prepare_model",
+    "resolve_pretrained_cfg",
+    "wrap_features",
+    "FORMERS_CONFIG_ATTR",
+]
 
 FORMERS_CONFIG_ATTR = "formers_config"  # the attribute recording a built model's registered name and arguments
 
@@ -85,8 +92,7 @@ def build_model(
     entry = get_model_entry(name, domain=domain)
     name = entry.name  # the registered spelling of a case-insensitive name or alias
     check_size_arguments(name, kwargs)
-    if out_indices is not None and not features_only:
-        raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
+    check_out_indices(features_only, out_indices)
     _checkpoint_source(entry, pretrained, checkpoint_path, pretrained_cfg_overlay)  # fail before a slow build
     model = entry.factory(**kwargs)
     setattr(model, FORMERS_CONFIG_ATTR, {"architecture": name, "model_args": dict(kwargs)})
@@ -101,12 +107,17 @@ def build_model(
     return wrap_features(model, name, features_only, out_indices)
 
 
+def check_out_indices(features_only: bool, out_indices: Any) -> None:
+    """``out_indices`` selects feature maps: refused without ``features_only`` (before a slow build)."""
+    if out_indices is not None and not features_only:
+        raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
+
+
 def wrap_features(
     model: nn.Module, name: str, features_only: bool, out_indices: Sequence[int] | None = None
 ) -> nn.Module:
     """``model``, or with ``features_only`` its :class:`~formers.core.features.FeatureMapsModel` (``out_indices``)."""
-    if out_indices is not None and not features_only:
-        raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
+    check_out_indices(features_only, out_indices)
     return FeatureMapsModel(model, out_indices, get_model_entry(name).feature_info) if features_only else model
 
 

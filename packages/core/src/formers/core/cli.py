@@ -59,7 +59,6 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from functools import partial, update_wrapper
-from importlib import import_module
 from pathlib import Path
 from types import MethodType
 from typing import Any, Literal
@@ -80,6 +79,7 @@ from formers.core.callbacks import (
 )
 from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.data.base import data_sizes_of
+from formers.core.domain import resolve_class
 from formers.core.optim import optimizer_parameters
 from formers.core.tasks import Task
 
@@ -238,7 +238,7 @@ class FormersCLI(LightningCLI):
         if not optimizer_init:
             return
         scheduler_init = self._get(self.config_init, "lr_scheduler")
-        optimizer_class = _import_class(optimizer_init["class_path"])
+        optimizer_class = resolve_class(optimizer_init["class_path"])
         params = optimizer_parameters(
             self.model,
             optimizer_class,
@@ -336,11 +336,6 @@ class FormersCLI(LightningCLI):
                 f"checkpoint {path} does not fit the model built from the config ({detail}): give the model settings "
                 "it was trained with"
             )
-
-
-def _import_class(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(import_module(module), name)
 
 
 def _resolve_placeholders(node: Any, values: dict[str, str]) -> Any:

@@ -52,7 +52,7 @@ _SUBCOMMANDS = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "CheckpointError":  # re-exported lazily: formers.core.checkpoint_io imports Lightning
+    if name == "CheckpointError":  # re-exported lazily: formers.core.checkpoint_io imports torch
         from formers.core.checkpoint_io import CheckpointError
 
         return CheckpointError

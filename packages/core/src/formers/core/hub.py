@@ -36,8 +36,8 @@ from torch import nn
 
 from formers.core.builder import FORMERS_CONFIG_ATTR, build_model, wrap_features
 from formers.core.checkpoint_io import CheckpointError
-from formers.core.registry import get_model_entry, resolve_model_name
-from formers.core.weights import DIRECTORY_WEIGHTS, load_checkpoint, load_into
+from formers.core.registry import get_model_entry, resolve_model_name, unknown_model_message
+from formers.core.weights import DIRECTORY_WEIGHTS, load_checkpoint, load_into, saved_weights_file
 
 __all__ = [
     "CONFIG_NAME",
@@ -275,7 +275,7 @@ def load_pretrained_dir(
     overlay = {k: _tuples(v) for k, v in (config.get("pretrained_cfg") or {}).items() if k not in _MACHINE_KEYS}
     overlay.update(pretrained_cfg_overlay or {})
     model = build_model(name, domain=domain, pretrained_cfg_overlay=overlay or None, **kwargs)
-    weights = _weights_file(directory)
+    weights = saved_weights_file(directory)
     state = load_checkpoint(weights, use_ema=False)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     load_into(model, state, classifier=cfg.get("classifier"), source=str(weights))
@@ -285,13 +285,9 @@ def load_pretrained_dir(
 def _architecture(name: str, directory: Path) -> str:
     """The registered name of a config's architecture (timm's ``formers_<name>`` too)."""
     resolved = resolve_model_name(name) or resolve_model_name(name.removeprefix(_TIMM_PREFIX))
-    if resolved is not None:
-        return resolved
-    try:
-        get_model_entry(name)  # the unknown-name error, with its suggestions
-    except ValueError as err:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
-    raise AssertionError(name)  # pragma: no cover  (get_model_entry raised)
+    if resolved is None:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {unknown_model_message(name)}")
+    return resolved
 
 
 def _tuples(value: Any) -> Any:
@@ -301,13 +297,6 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _tuples(item) for key, item in value.items()}
     return value
-
-
-def _weights_file(directory: Path) -> Path:
-    for file in DIRECTORY_WEIGHTS:
-        if (directory / file).is_file():
-            return directory / file
-    raise FileNotFoundError(f"{directory}: none of {', '.join(DIRECTORY_WEIGHTS)} next to {CONFIG_NAME}")
 
 
 def from_pretrained(name_or_dir: PathLike, **overrides: Any) -> nn.Module:

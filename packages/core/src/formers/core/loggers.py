@@ -12,25 +12,22 @@ result is the history of the uninterrupted run, row for row. With ``resume=False
 Lightning's and DVCLive's loggers.
 
 dvclive (which brings dvc) is the training extra (``pip install 'formers-core[train]'``), not a dependency of a model
-import: ``ResumableDVCLiveLogger`` is built on first access, and names the extra when dvclive is missing.
+import: ``ResumableDVCLiveLogger`` (defined in ``formers.core._dvclive_logger``) is imported on first access, and
+names the extra when dvclive is missing.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.utilities import rank_zero_only
-
-if TYPE_CHECKING:
-    from dvclive.lightning import DVCLiveLogger
 
 # ResumableDVCLiveLogger: served by the module __getattr__ below
 __all__ = ["ResumableCSVLogger", "ResumableDVCLiveLogger", "truncate_history"]  # noqa: F822
@@ -109,47 +106,18 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def _dvclive_logger_class() -> type[DVCLiveLogger]:
-    """``ResumableDVCLiveLogger``, defined once dvclive is importable (it is an optional extra)."""
-    try:
-        from dvclive.lightning import DVCLiveLogger
-    except ImportError as err:
-        raise ImportError(
-            "formers.core.loggers.ResumableDVCLiveLogger needs dvclive, part of the training extra: "
-            "pip install 'formers-core[train]' (or 'formers-<domain>[train]')"
-        ) from err
-
-    class ResumableDVCLiveLogger(DVCLiveLogger):
-        """``DVCLiveLogger`` that, with ``resume=True``, drops the history rows the resumed run is about to log again.
-
-        Every ``plots/metrics/**/*.tsv`` loses its rows with a step ``>=`` the first step the resumed run logs, just
-        before that step is written.
-        """
-
-        _history_truncated = False
-
-        @rank_zero_only
-        def log_metrics(
-            self, metrics: Mapping[str, int | float | str], step: int | None = None, sync: bool | None = False
-        ) -> None:
-            if not self._history_truncated:
-                self._history_truncated = True
-                live = self.experiment
-                if live._resume:  # noqa: SLF001  (dvclive has no public accessor)
-                    first = step if step else live.step + 1  # dvclive's own rule for a missing or zero step
-                    for history in Path(live.plots_dir, "metrics").rglob("*.tsv"):
-                        truncate_history(history, first, delimiter="\t")
-            super().log_metrics(metrics, step, sync)
-
-    ResumableDVCLiveLogger.__qualname__ = "ResumableDVCLiveLogger"  # a module-level name, as pickle looks it up
-    return ResumableDVCLiveLogger
-
-
 def __getattr__(name: str) -> Any:
-    # PEP 562: ``formers.core.loggers.ResumableDVCLiveLogger`` (a config's class_path) imports dvclive only here
+    # PEP 562, as formers.core.checkpoint_io does for its Lightning plugin: ``formers.core.loggers.
+    # ResumableDVCLiveLogger`` (a config's class_path) imports dvclive, the optional training extra, only here
     if name == "ResumableDVCLiveLogger":
-        cls = globals()[name] = _dvclive_logger_class()  # cached: pickling and isinstance see one class
-        return cls
+        if importlib.util.find_spec("dvclive") is None:
+            raise ImportError(
+                "formers.core.loggers.ResumableDVCLiveLogger needs dvclive, part of the training extra: "
+                "pip install 'formers-core[train]' (or 'formers-<domain>[train]')"
+            )
+        from formers.core._dvclive_logger import ResumableDVCLiveLogger
+
+        return ResumableDVCLiveLogger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

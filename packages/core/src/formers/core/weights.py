@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from formers.core.checkpoint_io import CheckpointError, load_checkpoint_file
 from formers.core.registry import FilterFn
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_into", "clean_state_dict"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_into", "clean_state_dict", "saved_weights_file"]
 
 EMA_KEYS = ("state_dict_ema", "model_ema")
 STATE_KEYS = ("state_dict", "model")
@@ -50,7 +50,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True) -> di
     """
     path = Path(path)
     if path.is_dir():
-        path = _weights_in(path)
+        path = saved_weights_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -69,7 +69,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True) -> di
     return _unwrap(raw, path, use_ema)
 
 
-def _weights_in(folder: Path) -> Path:
+def saved_weights_file(folder: Path) -> Path:
     """The weights file of a saved-model directory (``save_pretrained`` / timm's ``save_for_hf`` names)."""
     for name in DIRECTORY_WEIGHTS:
         if (folder / name).is_file():

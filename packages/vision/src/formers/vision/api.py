@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from formers.core import registry
-from formers.core.builder import FORMERS_CONFIG_ATTR, build_model, resolve_pretrained_cfg
+from formers.core.builder import FORMERS_CONFIG_ATTR, build_model, check_out_indices, resolve_pretrained_cfg
 from formers.core.features import FeatureMapsModel
 from formers.core.registry import get_model_entry
 from formers.vision.timm_compat import feature_model
@@ -44,8 +44,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             fit (missing / unexpected keys are listed).
     """
     features_only, out_indices = kwargs.pop("features_only", False), kwargs.pop("out_indices", None)
-    if out_indices is not None and not features_only:
-        raise ValueError(f"out_indices={out_indices} selects feature maps: it needs features_only=True")
+    check_out_indices(features_only, out_indices)
     model = build_model(name, domain=_DOMAIN, **kwargs)
     if not features_only:
         return model
