@@ -10,7 +10,7 @@ from formers.core.layers.attention import MultiHeadAttention
 from formers.core.layers.axial_attention import AxialAttention1d, AxialAttention2d
 from formers.core.layers.block import CrossAttentionBlock, TransformerBlock
 from formers.core.layers.create import LayerType, create_act, create_norm, get_act_layer, get_norm_layer
-from formers.core.layers.drop import DropPath, LayerScale, drop_path
+from formers.core.layers.drop import Dropout, DropPath, LayerScale, drop_path
 from formers.core.layers.embed import (
     LearnedPositionalEmbedding,
     PatchEmbed,
@@ -42,6 +42,7 @@ __all__ = [
     "GEGLU",
     "SwiGLU",
     "get_mlp_layer",
+    "Dropout",
     "DropPath",
     "drop_path",
     "LayerScale",

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from formers.core.attention import AttentionBackendMixin, attention
 from formers.core.layers._checks import check_positive, check_probability, check_tokens, resolve_head_dim
 from formers.core.layers.create import LayerType, get_norm_layer
+from formers.core.layers.drop import Dropout
 from formers.core.layers.kv_cache import KVCache
 from formers.core.varlen import varlen_attention
 
@@ -89,7 +90,7 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         self.q_norm = norm(head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm(head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(inner, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     @property
     def is_cross_attention(self) -> bool:

@@ -1,4 +1,5 @@
-"""Stochastic depth (:class:`DropPath`) and per-channel residual scaling (:class:`LayerScale`).
+"""Dropout with a cheaper CPU mask (:class:`Dropout`), stochastic depth (:class:`DropPath`) and residual scaling
+(:class:`LayerScale`).
 
 These are small re-implementations of ``timm.layers.DropPath`` / ``LayerScale`` on purpose: formers does not depend
 on timm, whose import costs ~4.5 s and pulls in torchvision, which the graph, PDE and bytes packages never need.
@@ -9,7 +10,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["drop_path", "DropPath", "LayerScale"]
+from formers.kernels.dropout import dropout
+
+__all__ = ["Dropout", "drop_path", "DropPath", "LayerScale"]
+
+
+class Dropout(nn.Dropout):
+    """``torch.nn.Dropout`` with the cheaper CPU mask of :func:`formers.kernels.dropout.dropout` (a 16-bit uniform
+    number per element instead of a ``bernoulli_`` draw; ``p`` rounded to a multiple of 1/65536). Same arguments,
+    state and ``repr``; elsewhere than on CPU it is ``nn.Dropout``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training, self.inplace)
 
 
 def drop_path(x: Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True) -> Tensor:

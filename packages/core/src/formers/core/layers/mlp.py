@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from formers.core.layers.create import LayerType, get_act_layer
+from formers.core.layers.drop import Dropout
 
 __all__ = ["Mlp", "GluMlp", "GEGLU", "SwiGLU", "get_mlp_layer"]
 
@@ -47,9 +48,9 @@ class Mlp(nn.Module):
         out_features = out_features or in_features
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
         self.act = get_act_layer(act_layer)()
-        self.drop1 = nn.Dropout(drop)
+        self.drop1 = Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
-        self.drop2 = nn.Dropout(drop)
+        self.drop2 = Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
@@ -92,9 +93,9 @@ class GluMlp(nn.Module):
         self.fc1_g = nn.Linear(in_features, hidden_features, bias=bias)
         self.fc1_x = nn.Linear(in_features, hidden_features, bias=bias)
         self.act = get_act_layer(act_layer or self.default_act)()
-        self.drop1 = nn.Dropout(drop)
+        self.drop1 = Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
-        self.drop2 = nn.Dropout(drop)
+        self.drop2 = Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = self.act(self.fc1_g(x)) * self.fc1_x(x)

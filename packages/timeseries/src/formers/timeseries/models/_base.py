@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from formers.core.layers import Mlp
+from formers.core.layers import Dropout, Mlp
 from formers.core.models import FormersModel, check_input
 
 __all__ = ["Forecaster", "EncoderLayer", "check_positive"]
@@ -117,7 +117,7 @@ class EncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = attention
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.ffn = Mlp(d_model, d_ff, act_layer=activation, drop=dropout)
         self.norm2 = nn.LayerNorm(d_model)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from formers.core.layers import Mlp
+from formers.core.layers import Dropout, Mlp
 from formers.core.registry import register_model
 from formers.timeseries.models._base import Forecaster, check_positive
 from formers.timeseries.models.auto_correlation import AutoCorrelationLayer
@@ -39,7 +39,7 @@ class AutoformerEncoderLayer(nn.Module):
         self.ffn = Mlp(d_model, d_ff, act_layer=activation, bias=False, drop=dropout)
         self.decomp1 = SeriesDecomp(moving_avg)
         self.decomp2 = SeriesDecomp(moving_avg)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         x, _ = self.decomp1(x + self.dropout(self.attention(x)))
@@ -71,7 +71,7 @@ class AutoformerDecoderLayer(nn.Module):
         self.decomp1 = SeriesDecomp(moving_avg)
         self.decomp2 = SeriesDecomp(moving_avg)
         self.decomp3 = SeriesDecomp(moving_avg)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.projection = nn.Conv1d(d_model, c_out, kernel_size=3, padding=1, padding_mode="circular", bias=False)
 
     def forward(self, x: Tensor, cross: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ import re
 import torch
 from torch import Tensor, nn
 
-from formers.core.layers import sinusoidal_embedding
+from formers.core.layers import Dropout, sinusoidal_embedding
 
 __all__ = [
     "time_feature_dim",
@@ -182,7 +182,7 @@ class DataEmbedding(nn.Module):
         self.value_embedding = TokenEmbedding(c_in, d_model)
         self.position_embedding = PositionalEmbedding(d_model)
         self.temporal_embedding = build_temporal_embedding(d_model, embed, freq)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def num_marks(self) -> int:
@@ -222,7 +222,7 @@ class DataEmbedding_inverted(nn.Module):  # noqa: N801
     def __init__(self, seq_len: int, d_model: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.value_embedding = nn.Linear(seq_len, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
         tokens = x if x_mark is None else torch.cat([x, x_mark.to(x.dtype)], dim=-1)

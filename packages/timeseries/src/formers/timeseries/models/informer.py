@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from formers.core.layers import Mlp
+from formers.core.layers import Dropout, Mlp
 from formers.core.registry import register_model
 from formers.timeseries.models._base import EncoderLayer, Forecaster, check_positive
 from formers.timeseries.models.embed import DataEmbedding
@@ -63,10 +63,16 @@ class InformerDecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.ffn = Mlp(d_model, d_ff, act_layer=act, drop=dropout)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
-    def forward(self, x: Tensor, cross: Tensor) -> Tensor:
-        x = self.norm1(x + self.dropout(self.self_attention(x)))
+    def forward(self, x: Tensor, cross: Tensor, keep_last: int | None = None) -> Tensor:
+        """``keep_last``: compute only the last ``keep_last`` output positions. Past the self-attention everything is
+        position-wise, so the forecast positions of the last layer need nothing of the other rows (the label part):
+        the same outputs for ~1/3 fewer decoder FLOPs at the paper's 48 + 96."""
+        attended = self.self_attention(x, keep_last=keep_last)
+        if keep_last is not None:
+            x = x[:, x.shape[1] - keep_last :]
+        x = self.norm1(x + self.dropout(attended))
         x = self.norm2(x + self.dropout(self.cross_attention(x, cross)))
         return self.norm3(x + self.ffn(x))
 
@@ -169,9 +175,10 @@ class Informer(Forecaster):
         x_dec = self._check_inputs(x_enc, x_mark_enc, x_dec, x_mark_dec)
         enc_out = self.encode(x_enc, x_mark_enc)
         x = self.dec_embedding(x_dec, x_mark_dec)
-        for layer in self.decoder:
-            x = layer(x, enc_out)
-        return self.projection(self.decoder_norm(x))[:, -self.pred_len :]
+        for i, layer in enumerate(self.decoder):
+            # only the forecast rows of the last layer reach the output (the reference computes and drops the rest)
+            x = layer(x, enc_out, keep_last=self.pred_len if i == len(self.decoder) - 1 else None)
+        return self.projection(self.decoder_norm(x))
 
 
 @register_model(

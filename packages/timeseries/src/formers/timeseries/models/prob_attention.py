@@ -156,7 +156,9 @@ class InformerAttention(AttentionBackendMixin, nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         return x.view(x.shape[0], x.shape[1], self.n_heads, -1).transpose(1, 2)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, keep_last: int | None = None) -> Tensor:
+        """``keep_last``: return only the last ``keep_last`` positions; every position still takes part as query (the
+        ProbSparse query selection and the mix layout see all of them), only the output projection is spared."""
         context = x if context is None else context
         q = self._heads(self.query_projection(x))
         k = self._heads(self.key_projection(context))
@@ -169,7 +171,7 @@ class InformerAttention(AttentionBackendMixin, nn.Module):
             out = attention(q, k, v, causal=self.causal, dropout_p=dropout_p, backend=self.backend)
         batch, length = x.shape[:2]
         out = out.reshape(batch, length, -1) if self.mix else out.transpose(1, 2).reshape(batch, length, -1)
-        return self.out_projection(out)
+        return self.out_projection(out if keep_last is None else out[:, length - keep_last :])
 
     def extra_repr(self) -> str:
         return f"attn={self.attn!r}, n_heads={self.n_heads}, causal={self.causal}, mix={self.mix}, factor={self.factor}"
