@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,22 @@ import torch
 
 from formers.core.machine import machine_report
 
-__all__ = ["Timing", "device_sync", "interleaved_timings", "matmul_candidate", "pin_threads", "load_average"]
+__all__ = [
+    "ISAS",
+    "Timing",
+    "device_sync",
+    "interleaved_timings",
+    "matmul_candidate",
+    "pin_threads",
+    "load_average",
+    "isa_in_force",
+    "run_per_isa",
+]
+
+# The CPU kernel sets a benchmark can be timed with, as environment overrides read when torch starts: "native" is what
+# this CPU runs by default; "avx2" makes torch dispatch its AVX2 kernels and caps oneDNN at AVX2, so an AVX-512
+# machine also times what users of AVX2-only CPUs get (formers.core.machine).
+ISAS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
 @dataclass(frozen=True)
@@ -104,3 +122,48 @@ def write_json(path: Path | None, metrics: Mapping) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**metrics, "machine": machine_report()}, indent=2) + "\n")
+
+
+def _without_option(argv: Sequence[str], option: str, takes: int) -> list[str]:
+    """``argv`` without ``option`` and the ``takes`` values after it (also ``--option=value``)."""
+    out, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg == option:
+            skip = takes
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
+def isa_in_force(isa: str) -> bool:
+    """Whether this Python already runs with ``isa``'s environment (``native``: no override set)."""
+    if isa == "native":
+        return not any(name in os.environ for name in ISAS["avx2"])
+    return all(os.environ.get(name) == value for name, value in ISAS[isa].items())
+
+
+def run_per_isa(script: str | Path, argv: Sequence[str], isas: Sequence[str]) -> dict[str, dict]:
+    """Run the benchmark ``script`` once per CPU kernel set in ``isas`` (keys of :data:`ISAS`), each in a fresh
+    Python with that set's environment, one after the other; returns ``{isa: that run's metrics JSON}``.
+
+    ``argv`` is the benchmark's own command line (its ``--isa`` and ``--metrics-json`` are replaced). A set that this
+    CPU already runs natively (``avx2`` on an AVX2-only CPU) is not timed twice: its entry is ``{"same_as": "native"}``.
+    Ratios compare candidates timed in the same run, so each set's ratios stand on their own.
+    """
+    argv = _without_option(_without_option(argv, "--isa", len(isas)), "--metrics-json", 1)
+    native = torch.backends.cpu.get_cpu_capability().lower()
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for isa in isas:
+            if isa != "native" and "native" in isas and native == ISAS[isa].get("ATEN_CPU_CAPABILITY"):
+                results[isa] = {"same_as": "native", "capability": native.upper()}
+                continue
+            out = Path(tmp) / f"{isa}.json"
+            env = {**os.environ, **ISAS[isa]}
+            print(f"--- {isa} kernels ({' '.join(f'{k}={v}' for k, v in ISAS[isa].items()) or 'no override'})")
+            command = [sys.executable, str(script), *argv, "--isa", isa, "--metrics-json", str(out)]
+            subprocess.run(command, env=env, check=True)
+            results[isa] = json.loads(out.read_text())
+    return results

@@ -17,6 +17,12 @@ Usage::
     python benchmarks/timeseries_step.py --models itransformer --steps 10
     python benchmarks/timeseries_step.py --reference     # + the reference code, same rounds (CPU)
     python benchmarks/timeseries_step.py --tiny   # registry test configs, seconds (smoke test)
+    python benchmarks/timeseries_step.py --reference --dtypes fp32 --isa native avx2   # both CPU kernel sets
+
+``--isa native avx2`` runs the whole benchmark once per CPU kernel set, each in a fresh Python (torch reads the
+overrides at start-up): this CPU's own kernels, then torch's AVX2 kernels with oneDNN capped at AVX2, which is what an
+AVX2-only CPU runs (on an AVX2-only CPU the second is the first and is not repeated). The JSON then holds one entry per
+set under ``isa_runs``, each with its machine record.
 
 Nothing here asserts absolute times: numbers depend on the machine and on whatever else runs on it.
 """
@@ -26,13 +32,15 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from _timing import interleaved_timings, load_average, pin_threads, write_json
+from _timing import ISAS, interleaved_timings, isa_in_force, load_average, pin_threads, run_per_isa, write_json
+from formers.core.optim import fused_by_default
 from formers.core.registry import create_model, get_model_entry
 
 MODELS = ("itransformer", "autoformer", "informer")
@@ -62,10 +70,14 @@ def _model_kwargs(name: str, tiny: bool) -> dict:
 
 
 def _training_step(
-    model: torch.nn.Module, inputs: dict[str, torch.Tensor], target: torch.Tensor, autocast: torch.autocast
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    autocast: torch.autocast,
+    optimizer_kwargs: dict,
 ) -> Callable[[], float]:
     """A closure running one training step (fwd, MSE, bwd, Adam) of ``model`` on fixed inputs."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.Adam(model.parameters(), **optimizer_kwargs)
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -86,7 +98,9 @@ def make_step(
     torch.manual_seed(0)
     model = create_model(name, **_model_kwargs(name, tiny)).to(device).train()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
-    return _training_step(model, *batch, autocast), model.num_parameters()
+    # Adam as formers' CLI builds it: torch's fused kernel (formers.core.optim.fused_by_default)
+    adam = fused_by_default(torch.optim.Adam, {"lr": 1e-4})
+    return _training_step(model, *batch, autocast, adam), model.num_parameters()
 
 
 @functools.cache
@@ -104,7 +118,8 @@ def make_reference_step(name: str, tiny: bool, batch: tuple[dict, torch.Tensor])
     config = {**REFERENCE_CONFIGS[name], **_model_kwargs(name, tiny)}
     model = getattr(_reference_module(), REFERENCE_CLASSES[name])(config).train()
     params = sum(p.numel() for p in model.parameters())
-    return _training_step(model, *batch, torch.autocast("cpu", enabled=False)), params
+    # the reference code's optimizer: torch.optim.Adam(model.parameters(), lr=...), the default implementation
+    return _training_step(model, *batch, torch.autocast("cpu", enabled=False), {"lr": 1e-4}), params
 
 
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
@@ -146,6 +161,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reference", action="store_true", help="also time the reference-code transcription (fp32, CPU only)"
     )
+    parser.add_argument(
+        "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
+    )
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 1) or args.batch < 1 or args.threads < 1 or args.warmup < 0:
@@ -157,6 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if len(args.isa) > 1 or not isa_in_force(args.isa[0]):
+        return _main_per_isa(args, sys.argv[1:] if argv is None else argv)
     device = torch.device(args.device)
     threads = pin_threads(args.threads)
     metrics: dict = {
@@ -175,6 +195,23 @@ def main(argv: list[str] | None = None) -> dict:
         cells += "".join(f"{result[key]:>11.2f}" if key in result else f"{'-':>11}" for key in ratios)
         print(f"{name:<14}{result['params']:>12,}{cells}", flush=True)
     metrics["load_average_after"] = load_average()
+    write_json(args.metrics_json, metrics)
+    return metrics
+
+
+def _main_per_isa(args: argparse.Namespace, argv: list[str]) -> dict:
+    """One run per CPU kernel set (``--isa``), then the ratios side by side."""
+    runs = run_per_isa(__file__, argv, args.isa)
+    ratio = "fp32_over_reference" if args.reference else "bf16_over_fp32"
+    print(f"\n{ratio} per CPU kernel set (< 1: the first is faster)")
+    print(f"{'model':<14}" + "".join(f"{isa:>12}" for isa in args.isa))
+    for name in args.models:
+        cells = []
+        for isa in args.isa:
+            run = runs[isa] if "same_as" not in runs[isa] else runs[runs[isa]["same_as"]]
+            cells.append(f"{run[name][ratio]:>12.2f}" if ratio in run.get(name, {}) else f"{'-':>12}")
+        print(f"{name:<14}" + "".join(cells))
+    metrics = {"isa_runs": runs}
     write_json(args.metrics_json, metrics)
     return metrics
 

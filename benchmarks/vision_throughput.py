@@ -15,6 +15,10 @@ Usage::
     python benchmarks/vision_throughput.py --threads 1 --metrics-json results/bench/vision_throughput.json
     python benchmarks/vision_throughput.py --models pit_s_224 --img-size 224 --batch 16 --bf16
     python benchmarks/vision_throughput.py --tiny     # seconds: the registry's tiny test sizes, for the test-suite
+    python benchmarks/vision_throughput.py --isa native avx2   # this CPU's kernels, then torch/oneDNN's AVX2 ones
+
+``--isa`` runs the benchmark once per CPU kernel set in a fresh Python (see ``_timing.run_per_isa``); the JSON then
+holds one run per set under ``isa_runs``.
 
 Nothing here asserts absolute times: numbers depend on the machine and on whatever else runs on it.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import formers.vision as fv
-from _timing import interleaved_timings, load_average, pin_threads, write_json
+from _timing import ISAS, interleaved_timings, isa_in_force, load_average, pin_threads, run_per_isa, write_json
 from formers.core.registry import get_model_entry
 
 DEFAULT_MODELS = ("pit_ti_224", "crossvit_tiny_240", "swin_tiny_patch4_window7_224")
@@ -123,6 +128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds, candidates interleaved in each")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="the registry's tiny test sizes (smoke test)")
+    parser.add_argument(
+        "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
+    )
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -148,6 +156,8 @@ def report(metrics: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if len(args.isa) > 1 or not isa_in_force(args.isa[0]):
+        return _main_per_isa(args, sys.argv[1:] if argv is None else argv)
     threads = pin_threads(args.threads)
     metrics: dict[str, Any] = {
         "env": {
@@ -164,6 +174,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metrics[name] = measure(name, args)
     metrics["env"]["load_average"] = load_average()
     report(metrics)
+    write_json(args.metrics_json, metrics)
+    return metrics
+
+
+def _main_per_isa(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """One run per CPU kernel set (``--isa``), then formers/timm throughput ratios side by side."""
+    runs = run_per_isa(__file__, argv, args.isa)
+    print("\nformers / timm throughput per CPU kernel set (> 1: formers faster)")
+    print(f"{'model':32s} {'mode':6s}" + "".join(f"{isa:>10s}" for isa in args.isa))
+    for name in args.models:
+        for mode in MODES:
+            cells = []
+            for isa in args.isa:
+                run = runs[isa] if "same_as" not in runs[isa] else runs[runs[isa]["same_as"]]
+                cells.append(f"{run[name][mode]['formers_vs_timm']:10.2f}")
+            print(f"{name:32s} {mode:6s}" + "".join(cells))
+    metrics = {"isa_runs": runs}
     write_json(args.metrics_json, metrics)
     return metrics
 

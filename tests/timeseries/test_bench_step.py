@@ -55,3 +55,25 @@ def test_bench_step_reference(tmp_path: Path, capsys) -> None:
 def test_bench_step_reference_is_cpu_only() -> None:
     with benchmark_module("timeseries_step") as bench, pytest.raises(SystemExit):
         bench.main(["--tiny", "--reference", "--device", "cuda"])
+
+
+def test_bench_step_times_both_cpu_kernel_sets(tmp_path: Path, capsys) -> None:
+    """--isa native avx2: one fresh run per kernel set; the AVX2 one runs under the torch/oneDNN overrides (or is the
+    native run, on a CPU whose own kernels are AVX2)."""
+    argv = ["--tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--dtypes", "fp32", "--reference"]
+    with benchmark_module("timeseries_step") as bench:
+        metrics = bench.main([*argv, "--models", "itransformer", "--isa", "native", "avx2"])
+        forced = bench.main([*argv, "--models", "itransformer", "--isa", "avx2", "--metrics-json", str(tmp_path / "a")])
+    runs = metrics["isa_runs"]
+    assert set(runs) == {"native", "avx2"}
+    assert runs["native"]["itransformer"]["fp32_over_reference"] > 0
+    native_capability = runs["native"]["machine"]["cpu"]["capability"]
+    if native_capability == "AVX2":  # this CPU's own kernels are the AVX2 ones: not timed twice
+        assert runs["avx2"] == {"same_as": "native", "capability": "AVX2"}
+    else:
+        assert runs["avx2"]["machine"]["cpu"]["capability"] == "AVX2"
+    avx2 = forced["isa_runs"]["avx2"]
+    assert avx2["machine"]["cpu"]["capability"] == "AVX2"
+    assert avx2["machine"]["env"]["ATEN_CPU_CAPABILITY"] == "avx2" and avx2["machine"]["env"]["ONEDNN_MAX_CPU_ISA"]
+    assert json.loads((tmp_path / "a").read_text())["isa_runs"] == forced["isa_runs"]
+    assert "fp32_over_reference per CPU kernel set" in capsys.readouterr().out

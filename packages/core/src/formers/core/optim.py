@@ -10,6 +10,11 @@ models write them.
 :class:`formers.core.cli.FormersCLI` builds every optimizer from these groups (``filter_bias_and_bn: true``, the
 default, switchable in YAML or with ``--filter_bias_and_bn false``). With a weight decay of 0 there is nothing to
 filter: the optimizer gets the plain parameter list, so such runs are unchanged by the grouping.
+
+:func:`fused_by_default` turns on torch's fused (single-kernel) implementation for optimizers that have one (Adam,
+AdamW, SGD, Adagrad) when a config chooses neither ``fused`` nor ``foreach``: the same update up to float rounding, and
+on CPU ~5x cheaper than the default multi-tensor one (Adam on iTransformer's 0.84 M parameters: 10.2 -> 1.9 ms, 1
+thread, AVX2 EPYC), which is ~17 % of an ETTh1 iTransformer training step.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["no_weight_decay_names", "lr_scale_of", "param_groups_weight_decay", "optimizer_parameters"]
+__all__ = [
+    "no_weight_decay_names",
+    "lr_scale_of",
+    "param_groups_weight_decay",
+    "optimizer_parameters",
+    "fused_by_default",
+]
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:
@@ -127,3 +138,14 @@ def _default_weight_decay(optimizer_class: type) -> float:
     if parameter is None or parameter.default is inspect.Parameter.empty:
         return 0.0
     return float(parameter.default)
+
+
+def fused_by_default(optimizer_class: type, init_args: dict[str, Any]) -> dict[str, Any]:
+    """``init_args`` with ``fused=True`` when ``optimizer_class`` takes ``fused`` (default ``None``: torch's
+    optimizers with a fused kernel) and the caller set neither ``fused`` nor ``foreach``; otherwise unchanged.
+    ``differentiable=True`` has no fused kernel, so it is left alone too."""
+    parameter = inspect.signature(optimizer_class).parameters.get("fused")
+    chosen = {"fused", "foreach"} & {key for key, value in init_args.items() if value is not None}
+    if parameter is None or parameter.default is not None or chosen or init_args.get("differentiable"):
+        return dict(init_args)
+    return {**init_args, "fused": True}
