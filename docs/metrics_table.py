@@ -8,6 +8,10 @@ the three ZINC runs) with one row per run, keeping the metrics under one prefix 
     python docs/metrics_table.py results/timeseries/etth1/*/metrics.json  # the ETTh1 runs only
     python docs/metrics_table.py --prefix val                            # validation metrics instead
 
+Each row says which CPU the metrics came from (``machine``: model, torch CPU capability and, where recorded, the
+precision that ran), read from the ``machine.json`` a run writes next to its ``metrics.json``
+(``<run_dir>/test/machine.json`` for test metrics when the test ran on its own); ``-`` where a run has none.
+
 Benchmark files (``results/bench/*.json``) have no test metrics; ``dvc metrics show results/bench/attention.json``
 shows them.
 """
@@ -41,8 +45,25 @@ def dvc_metrics(targets: list[str]) -> dict[str, dict[str, float]]:
     return {path: flatten(entry.get("data", {})) for path, entry in sorted(files.items())}
 
 
+def machine_of(run_dir: str, prefix: str) -> str:
+    """``"AMD EPYC, AVX2, 32-true"``: the CPU model, torch capability and precision a run's metrics came from, from
+    its ``machine.json`` (the test subfolder's for test metrics, where the test ran on its own); ``-`` without one."""
+    candidates = [posixpath.join(run_dir, prefix, "machine.json"), posixpath.join(run_dir, "machine.json")]
+    for path in candidates:
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        cpu = record.get("cpu") or {}
+        resolved = (record.get("precision") or {}).get("resolved")
+        return ", ".join(str(part) for part in (cpu.get("model"), cpu.get("capability"), resolved) if part) or "-"
+    return "-"
+
+
 def tables(metrics: dict[str, dict[str, float]], prefix: str, digits: int) -> str:
-    """Markdown tables: one per folder of run folders, a row per run, columns = the metrics under ``prefix``."""
+    """Markdown tables: one per folder of run folders, a row per run (and the machine it ran on), columns = the
+    metrics under ``prefix``."""
     groups: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for path, values in metrics.items():
         kept = {k.removeprefix(f"{prefix}."): v for k, v in values.items() if k.startswith(f"{prefix}.")}
@@ -52,10 +73,12 @@ def tables(metrics: dict[str, dict[str, float]], prefix: str, digits: int) -> st
     lines = []
     for group, runs in groups.items():
         columns = sorted({name for values in runs.values() for name in values})
-        lines += [f"{group}/", "", "| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        header = "| run | " + " | ".join(columns) + " | machine |"
+        lines += [f"{group}/", "", header, "|---" * (len(columns) + 2) + "|"]
         for run, values in runs.items():
             cells = [f"{values[c]:.{digits}g}" if c in values else "-" for c in columns]
-            lines.append(f"| {run} | " + " | ".join(cells) + " |")
+            machine = machine_of(posixpath.join(group, run), prefix)
+            lines.append(f"| {run} | " + " | ".join(cells) + f" | {machine} |")
         lines.append("")
     return "\n".join(lines)
 

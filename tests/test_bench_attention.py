@@ -11,6 +11,7 @@ from types import ModuleType
 import pytest
 
 from _bench import benchmark_module
+from formers.core import machine
 
 TINY = ["--threads", "1", "--batch", "1", "--heads", "2", "--length", "16", "--head-dim", "8"]
 TINY += ["--repeats", "1", "--warmup", "0", "--matmul-size", "32"]
@@ -22,13 +23,18 @@ def bench() -> Iterator[ModuleType]:
         yield module
 
 
-def test_reports(bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native_bf16", "emulated_bf16"])
+def test_reports(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    # cpu_bf16 is available only where bf16 is native; faked both ways, so each rule is checked on every machine
+    monkeypatch.setattr(machine, "native_bf16", lambda *args, **kwargs: native)
     metrics = bench.main([*TINY, "--metrics-json", str(tmp_path / "m.json"), "--plot-tsv", str(tmp_path / "p.tsv")])
     written = json.loads((tmp_path / "m.json").read_text())
     assert written.pop("machine")["cpu"]["capability"]  # every benchmark JSON records the machine it ran on
     assert written == metrics
     backends = bench.available_backends()
-    assert "sdpa" in backends
+    assert "sdpa" in backends and ("cpu_bf16" in backends) == native
     for case in bench.CASES:
         for mode in bench.MODES:
             for dtype in bench.DTYPES:

@@ -21,7 +21,7 @@ import torch
 
 from _bench import benchmark_module
 from formers.core.attention.__main__ import main as attention_main
-from formers.core.machine import format_machine_report, machine_report
+from formers.core.machine import format_machine_report, machine_report, onednn_allows_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "pipelines" / "core" / "tiny.yaml"
@@ -38,19 +38,21 @@ SAPPHIRE = "processor\t: 0\nmodel name\t: Test CPU AMX\nflags\t\t: avx2 avx512f 
 # ------------------------------------------------------------------------------------------------- machine report
 
 
-@pytest.mark.parametrize(
-    ("cpuinfo", "expected"),
-    [
-        (AVX2_ONLY, {"model": "Test CPU AVX2", "avx2": True, "avx512": False, "amx": False, "native_bf16": False}),
-        (SAPPHIRE, {"model": "Test CPU AMX", "avx512": True, "avx512_bf16": True, "amx": True, "native_bf16": True}),
-    ],
-)
+AVX2_CPU = {"model": "Test CPU AVX2", "avx2": True, "avx512": False, "amx": False, "bf16_instructions": False}
+AMX_CPU = {"model": "Test CPU AMX", "avx512": True, "avx512_bf16": True, "amx": True, "bf16_instructions": True}
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [(AVX2_ONLY, AVX2_CPU), (SAPPHIRE, AMX_CPU)])
 def test_machine_report_reads_the_cpu_flags(tmp_path: Path, cpuinfo: str, expected: dict) -> None:
     path = tmp_path / "cpuinfo"
     path.write_text(cpuinfo)
     cpu = machine_report(path)["cpu"]
     assert {key: cpu[key] for key in expected} == expected
     assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
+    # native in this process: the instructions, and torch's AVX-512 kernels and oneDNN's bf16 ones in use
+    in_use = cpu["capability"].startswith("AVX512") and onednn_allows_bf16()
+    assert cpu["native_bf16"] == (expected["bf16_instructions"] and in_use)
+    assert (cpu["bf16_emulated_because"] is None) == cpu["native_bf16"]
 
 
 def test_machine_report_without_cpuinfo_still_reports(tmp_path: Path) -> None:

@@ -5,15 +5,18 @@ Notation: ``B`` batch, ``H`` heads, ``Lq`` / ``Lk`` query / key lengths, ``D`` /
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
 
 from core.backend_spy import spy_backends
+from formers.core import machine
 from formers.core.attention import (
     BackendUnavailableError,
     attention,
@@ -28,14 +31,20 @@ FAST_BACKENDS = [name for name in ALL_BACKENDS if name != "reference"]
 
 
 def run(backend: str, q, k, v, **kwargs):
-    """Call one backend; skip the test when the backend cannot run here or refuses this call (e.g. CUDA-only)."""
-    if backend not in available_backends():
-        reason = next(i.reason for i in list_backends() if i.name == backend)
-        pytest.skip(f"{backend} unavailable: {reason}")
-    try:
-        return attention(q, k, v, backend=backend, **kwargs)
-    except BackendUnavailableError as err:
-        pytest.skip(str(err))
+    """Call one backend; skip the test when the backend cannot run here or refuses this call (e.g. CUDA-only).
+
+    ``cpu_bf16`` is checked on every CPU: its kernel is correct anywhere, it is only unavailable (slow) where bf16 is
+    emulated, so it runs as on a CPU with native bf16.
+    """
+    native = mock.patch.object(machine, "native_bf16", return_value=True)
+    with native if backend == "cpu_bf16" else contextlib.nullcontext():
+        if backend not in available_backends():
+            reason = next(i.reason for i in list_backends() if i.name == backend)
+            pytest.skip(f"{backend} unavailable: {reason}")
+        try:
+            return attention(q, k, v, backend=backend, **kwargs)
+        except BackendUnavailableError as err:
+            pytest.skip(str(err))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,14 @@
 """CPU bf16 autocast: softmax statistics and norms stay fp32 on every attention path, the bf16 training kernel
-(``cpu_bf16``) against the fp32 oracle, what ``auto`` picks, and fp32 vs bf16 loss curves of a short fit."""
+(``cpu_bf16``) against the fp32 oracle, what ``auto`` picks on a CPU with and without native bf16, and fp32 vs bf16
+loss curves of a short fit.
+
+Whether bf16 is native is faked (``formers.core.machine.native_bf16``) so both rules are checked on every machine: the
+``cpu_bf16`` kernel is correct anywhere, it is only slow where bf16 is emulated.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +18,9 @@ import torch.nn.functional as F
 
 from _bench import benchmark_module
 from core.backend_spy import spy_backends
-from formers.core.attention import attention
+from formers.core import machine
+from formers.core.attention import BackendUnavailableError, attention
+from formers.core.attention import backends as backends_mod
 from formers.core.layers import TransformerBlock
 from formers.core.varlen import cu_seqlens_from_lengths, varlen_attention
 from formers.kernels.reference import reference_attention
@@ -24,11 +32,22 @@ def autocast():
     return torch.autocast("cpu", dtype=BF16)
 
 
+def fake_native_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """Make this process's CPU look like one with (``True``) or without native bf16."""
+    monkeypatch.setattr(machine, "native_bf16", lambda *args, **kwargs: native)
+
+
+@pytest.fixture
+def native(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU with native bf16, where the ``cpu_bf16`` kernel is available."""
+    fake_native_bf16(monkeypatch, True)
+
+
 # --------------------------------------------------------------------------------------------- fp32 statistics
 
 
 @pytest.mark.parametrize(("backend", "grad"), [("sdpa", False), ("reference", False), ("cpu_bf16", True)])
-def test_attention_softmax_statistics_are_fp32(backend: str, grad: bool) -> None:
+def test_attention_softmax_statistics_are_fp32(backend: str, grad: bool, native: None) -> None:
     """Uniform attention over 2048 keys: the output must be the mean of v. A bf16 running sum of the 2048
     probabilities would stall (bf16 cannot count past 256 in steps of one) and a bf16 max/exp would drift."""
     length = 2048
@@ -41,12 +60,15 @@ def test_attention_softmax_statistics_are_fp32(backend: str, grad: bool) -> None
     torch.testing.assert_close(out.float(), want, atol=1e-2, rtol=0)
 
 
-def test_varlen_bf16_training_path_keeps_fp32_statistics() -> None:
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["native", "emulated"])
+def test_varlen_bf16_training_path_keeps_fp32_statistics(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    fake_native_bf16(monkeypatch, native_bf16)
     lengths = [1500, 3]
     cu = cu_seqlens_from_lengths(lengths)
     q = torch.zeros(sum(lengths), 2, 16, dtype=BF16, requires_grad=True)
     v = torch.randn(sum(lengths), 2, 16).to(BF16)
-    out = varlen_attention(q, torch.randn_like(v), v, cu)  # auto: cpu_bf16 (bf16, training)
+    out = varlen_attention(q, torch.randn_like(v), v, cu)  # auto: cpu_bf16 where native, else sdpa in fp32
+    assert out.dtype == BF16
     for (a, b), o in zip([(0, 1500), (1500, 1503)], out.split(lengths), strict=True):
         torch.testing.assert_close(o.float(), v[a:b].float().mean(0, keepdim=True).expand_as(o), atol=1e-2, rtol=0)
 
@@ -80,7 +102,7 @@ def test_layer_norms_keep_fp32_statistics_under_autocast() -> None:
     [{}, {"causal": True}, {"bias": True}, {"bias": True, "causal": True, "padding": True}],
     ids=["plain", "causal", "bias", "everything"],
 )
-def test_cpu_bf16_matches_fp32_oracle(kwargs: dict) -> None:
+def test_cpu_bf16_matches_fp32_oracle(kwargs: dict, native: None) -> None:
     q, k, v = (torch.randn(2, 3, 9, 16).to(BF16).requires_grad_() for _ in range(3))
     call = {"causal": kwargs.get("causal", False)}
     if kwargs.get("bias"):
@@ -104,9 +126,7 @@ def test_cpu_bf16_matches_fp32_oracle(kwargs: dict) -> None:
         torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
 
 
-def test_cpu_bf16_refuses_what_it_cannot_serve() -> None:
-    from formers.core.attention import BackendUnavailableError
-
+def test_cpu_bf16_refuses_what_it_cannot_serve(native: None) -> None:
     q = torch.randn(1, 1, 4, 8, requires_grad=True)
     with pytest.raises(BackendUnavailableError, match="bfloat16"):
         attention(q, q, q, backend="cpu_bf16")
@@ -128,7 +148,18 @@ def picks(monkeypatch):
     return spy_backends(monkeypatch)
 
 
-def test_auto_uses_cpu_bf16_for_bf16_training_only(picks) -> None:
+def test_cpu_bf16_refuses_where_bf16_is_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_native_bf16(monkeypatch, False)
+    qb = torch.randn(1, 1, 4, 8, dtype=BF16, requires_grad=True)
+    with pytest.raises(BackendUnavailableError, match="bf16 is emulated on this CPU"):
+        attention(qb, qb, qb, backend="cpu_bf16")
+    cu = cu_seqlens_from_lengths([4])
+    with pytest.raises(BackendUnavailableError, match="bf16 is emulated on this CPU"):
+        varlen_attention(qb[0].transpose(0, 1), qb[0].transpose(0, 1), qb[0].transpose(0, 1), cu, backend="cpu_bf16")
+
+
+def run_block_calls() -> None:
+    """A block's dense and packed attention: bf16 training, bf16 inference, fp32 training."""
     block = TransformerBlock(16, 2)
     x = torch.randn(2, 5, 16, requires_grad=True)
     packed, cu = torch.randn(7, 16, requires_grad=True), cu_seqlens_from_lengths([3, 4])
@@ -140,7 +171,51 @@ def test_auto_uses_cpu_bf16_for_bf16_training_only(picks) -> None:
             block(packed, cu_seqlens=cu)
     block(x)
     block(packed, cu_seqlens=cu)
+
+
+def test_auto_uses_cpu_bf16_for_bf16_training_only_where_bf16_is_native(monkeypatch, picks) -> None:
+    fake_native_bf16(monkeypatch, True)
+    run_block_calls()
     assert picks == ["cpu_bf16", "varlen:cpu_bf16", "sdpa", "varlen:sdpa", "sdpa", "varlen:sdpa"]
+
+
+def _dtype_spy(kernel, label: str, seen: list):
+    """``kernel`` recording ``(label, q's dtype, CPU autocast on?)`` of each call it serves."""
+    if kernel is None:
+        return None
+
+    def spy(*args, **kwargs):
+        seen.append((label, args[0].dtype, torch.is_autocast_enabled("cpu")))
+        return kernel(*args, **kwargs)
+
+    return spy
+
+
+def test_auto_computes_bf16_attention_in_fp32_where_bf16_is_emulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without native bf16, auto never picks a bf16 kernel: bf16 calls run the fp32 kernels on upcast inputs (autocast
+    off, or SDPA would be cast down again) and return bf16."""
+    fake_native_bf16(monkeypatch, False)
+    seen: list[tuple[str, torch.dtype, bool]] = []
+    for b in backends_mod.all_backends():
+        spied = {
+            "kernel": _dtype_spy(b.kernel, b.name, seen),
+            "varlen_kernel": _dtype_spy(b.varlen_kernel, f"varlen:{b.name}", seen),
+        }
+        monkeypatch.setitem(backends_mod._BACKENDS, b.name, dataclasses.replace(b, **spied))
+    run_block_calls()
+    fp32 = torch.float32
+    assert seen == [
+        ("sdpa", fp32, False), ("varlen:sdpa", fp32, False), ("sdpa", fp32, False), ("varlen:sdpa", fp32, False),
+        ("sdpa", fp32, False), ("varlen:sdpa", fp32, False),
+    ]  # fmt: skip
+    q = torch.randn(1, 2, 6, 8, dtype=BF16, requires_grad=True)
+    bias = torch.randn(1, 2, 6, 6, dtype=BF16, requires_grad=True)  # a learned bias: the fp32 matmul kernel serves
+    out = attention(q, q, q, attn_bias=bias)
+    assert out.dtype == BF16 and seen[-1] == ("cpu_matmul", fp32, False)
+    want = reference_attention(q.float(), q.float(), q.float(), bias.float(), False, None)
+    torch.testing.assert_close(out.float(), want, atol=1e-2, rtol=1e-2)
+    out.float().sum().backward()
+    assert q.grad.dtype == BF16 and bias.grad.dtype == BF16
 
 
 # ------------------------------------------------------------------------------------------------ loss curves

@@ -30,6 +30,7 @@ from torch.optim.lr_scheduler import StepLR
 from formers.core.callbacks import MetricsJSON, flatten_metrics, nest_metrics
 from formers.core.cli import FormersCLI
 from formers.core.data import SyntheticSequenceDataModule, make_sequences
+from formers.core.optim import fused_by_default
 from formers.core.tasks import ClassificationTask, RegressionTask, Task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -320,6 +321,40 @@ def test_cli_optimizer_and_scheduler_come_from_the_config(tmp_path, cli_argv):
     assert type(optimizer).__name__ == "SGD" and optimizer.defaults["lr"] == 0.1
     assert optimizer.defaults["momentum"] == 0.9
     assert isinstance(scheduler, StepLR) and scheduler.step_size == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "fused", "foreach"),
+    [((), True, None), (("--optimizer.foreach=true",), None, True), (("--optimizer.fused=false",), False, None)],
+)
+def test_cli_optimizers_are_fused_unless_the_config_chooses(tmp_path, cli_argv, extra, fused, foreach):
+    cli = _tiny_cli(tmp_path, "--optimizer=Adam", "--optimizer.lr=1e-3", *extra)
+    optimizer = cli.model.configure_optimizers()
+    assert (optimizer.defaults["fused"], optimizer.defaults["foreach"]) == (fused, foreach)
+
+
+def test_fused_by_default_only_where_torch_has_a_fused_kernel():
+    from torch.optim import LBFGS, SGD, Adam, RMSprop
+
+    assert fused_by_default(Adam, {"lr": 0.1}) == {"lr": 0.1, "fused": True}
+    assert fused_by_default(SGD, {"lr": 0.1, "foreach": False}) == {"lr": 0.1, "foreach": False}
+    assert fused_by_default(Adam, {"differentiable": True}) == {"differentiable": True}
+    assert fused_by_default(RMSprop, {}) == {} and fused_by_default(LBFGS, {}) == {}  # no fused kernel
+    # one fused Adam step equals the default (multi-tensor) one up to float rounding
+    torch.manual_seed(0)
+    params = [torch.randn(64, 32), torch.randn(32)]
+    grads = [torch.randn_like(p) for p in params]
+    results = []
+    for kwargs in ({}, fused_by_default(Adam, {})):
+        copies = [p.clone().requires_grad_() for p in params]
+        optimizer = Adam(copies, lr=1e-2, **kwargs)
+        for _ in range(3):
+            for p, g in zip(copies, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append(copies)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_cli_callbacks_and_loggers_are_replaceable(tmp_path, cli_argv):

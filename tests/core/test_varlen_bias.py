@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from core.backend_spy import spy_backends
+from formers.core import machine
 from formers.core.attention import BackendUnavailableError, attention, register_backend, use_backend
 from formers.core.attention import backends as backends_mod
 from formers.core.layers import MultiHeadAttention
@@ -87,24 +88,25 @@ def test_cross_lengths_and_empty_key_sequences() -> None:
         assert torch.all(out[3:7] == 0)
 
 
-def test_cpu_bf16_serves_bf16_training_with_a_bias() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native_bf16", "emulated_bf16"])
+def test_bf16_training_with_a_bias_auto(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """auto on bf16 training with a packed bias: cpu_bf16 where bf16 is native; where it is emulated, an fp32 kernel on
+    upcast inputs (cpu_bf16 refuses, naming the CPU). The same result and a bias gradient either way."""
+    monkeypatch.setattr(machine, "native_bf16", lambda *args, **kwargs: native)
     lengths = LENGTHS["mixed"]
     q, k, v, bias, cu, _ = inputs(lengths, seed=3)
     q16, k16, v16 = (t.bfloat16().requires_grad_() for t in (q, k, v))
     bias_grad = bias.clone().requires_grad_()
-    calls = []
-    original = backends_mod._BACKENDS["cpu_bf16"]
-    spied = dict(vars(original))
-    spied["varlen_kernel"] = lambda *a, **kw: calls.append(1) or original.varlen_kernel(*a, **kw)
-    backends_mod._BACKENDS["cpu_bf16"] = type(original)(**spied)
-    try:
-        out = varlen_attention(q16, k16, v16, cu, attn_bias=bias_grad)  # auto: bf16 training on CPU
-    finally:
-        backends_mod._BACKENDS["cpu_bf16"] = original
-    assert calls == [1]
+    picks = spy_backends(monkeypatch)
+    out = varlen_attention(q16, k16, v16, cu, attn_bias=bias_grad)  # auto: bf16 training on CPU
+    assert picks == (["varlen:cpu_bf16"] if native else ["varlen:sdpa"])
+    assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), oracle(q, k, v, bias, lengths, lengths), atol=3e-2, rtol=3e-2)
     out.float().sum().backward()
     assert bias_grad.grad is not None and torch.isfinite(bias_grad.grad).all()
+    if not native:
+        with pytest.raises(BackendUnavailableError, match="bf16 is emulated on this CPU"):
+            varlen_attention(q16, k16, v16, cu, attn_bias=bias_grad, backend="cpu_bf16")
 
 
 @pytest.mark.parametrize("backend", REFUSING)

@@ -6,7 +6,9 @@ Two CPU training cases where it beats torch's SDPA, so ``auto`` picks it there:
   L=600, 8 heads, d=64, 1 thread: forward 1.2x over fp32, forward+backward **0.86x** (slower than fp32) - while bf16
   matmuls run ~4x faster than fp32 ones. Written as matmul-softmax-matmul with an explicit backward, bf16 attention
   forward+backward took 44 ms vs 83 ms for SDPA in fp32 and 96 ms for SDPA in bf16 (same shapes, interleaved
-  minimums on the shared 2-core machine).
+  minimums on the shared 2-core machine). Only where bf16 is native (AVX512-BF16 / AMX): on an AVX2-only CPU bf16
+  matmuls are emulated (~60x slower than fp32), so ``auto`` computes bf16 attention in fp32 there
+  (:func:`formers.core.machine.native_bf16`).
 * **a bias that needs a gradient** (backend ``cpu_matmul``, e.g. Swin's relative position bias): SDPA cannot use its
   fused kernel then and runs its unfused math path, whose "safe softmax" adds an ``all`` reduction and a ``where`` over
   the scores. Swin-T stage-1 window shapes (``benchmarks/attention.py --batch 512 --heads 3 --length 49 --head-dim 32

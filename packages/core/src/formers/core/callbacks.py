@@ -353,6 +353,9 @@ class MachineInfo(Callback):
     atomically, once the run has started (after :class:`RunDirTransaction` commits, so a run
     that fails to start leaves the previous record).
 
+    The record also holds the run's precision, ``{"precision": {"requested": "auto", "resolved": "32-true"}}``: what
+    the config asked for (``FormersTrainer.requested_precision``; the resolved one for a plain Trainer) and what ran.
+
     Args:
         path: output file; ``None``: ``machine.json`` in ``trainer.log_dir``.
     """
@@ -364,13 +367,21 @@ class MachineInfo(Callback):
     def _write(self, trainer: pl.Trainer) -> None:
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, or rank zero waits forever
         if trainer.is_global_zero:
-            write_json_atomic(self.path or Path(log_dir or trainer.default_root_dir) / "machine.json", machine_report())
+            report = {**machine_report(), "precision": run_precision(trainer)}
+            write_json_atomic(self.path or Path(log_dir or trainer.default_root_dir) / "machine.json", report)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer)
+
+
+def run_precision(trainer: pl.Trainer) -> dict[str, Any]:
+    """What precision the config asked for and what runs (:class:`formers.core.cli.FormersTrainer` resolves
+    ``"auto"``)."""
+    resolved = trainer.precision
+    return {"requested": getattr(trainer, "requested_precision", resolved), "resolved": resolved}
 
 
 # ---------------------------------------------------------------------------------------------------- progress bars

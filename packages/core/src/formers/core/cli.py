@@ -22,7 +22,7 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
       <run_dir>/config.yaml                 resolved config (SaveConfigCallback, overwritten on re-runs)
       <run_dir>/metrics.csv, hparams.yaml   ResumableCSVLogger, first logger, so trainer.log_dir == ${log_dir}
       <run_dir>/dvclive/                    ResumableDVCLiveLogger (dvcyaml: null, save_dvc_exp: false: DVC-stage safe)
-      <run_dir>/machine.json                MachineInfo: CPU kind, threads, versions, GPU of the run
+      <run_dir>/machine.json                MachineInfo: CPU kind, threads, versions, GPU, precision of the run
       <run_dir>/checkpoints/last.ckpt       ModelCheckpoint after every epoch: what ``--ckpt_path last`` resumes
       <run_dir>/checkpoints/best.ckpt       ModelCheckpoint, best by ``val/loss`` (min)
       <run_dir>/metrics.json                MetricsJSON: final metrics for ``dvc metrics`` (``fit`` writes it,
@@ -33,6 +33,11 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
   ``<run_dir>/config.yaml`` the resolved paths. A YAML that replaces ``trainer.logger`` or
   ``trainer.callbacks`` may use both placeholders in its own paths (in config files only: in a ``dvc.yaml`` command
   line DVC would try to fill ``${...}`` itself).
+* ``trainer.precision: auto`` (:class:`FormersTrainer`, the default): ``bf16-mixed`` where bf16 is native (a GPU with
+  bf16 arithmetic, a CPU with AVX512-BF16 / AMX in use), ``32-true`` elsewhere, e.g. on an AVX2-only CPU, where
+  bf16 is emulated and a training step 12-30x slower (:mod:`formers.core.precision`). One info line says what auto
+  chose and why; ``machine.json`` records it. An explicit ``bf16-mixed`` runs as asked, with a warning where it is
+  emulated.
 * ``seed_everything: 42``, ``LearningRateMonitor``; progress: Lightning's bar (rich or TQDM) when standard output is
   a terminal, otherwise :class:`~formers.core.callbacks.LineProgressBar`, one line per epoch (``epoch 3/20  step 150
   train/loss 0.41  val/loss 0.40 ... 12.3 s``) and one per ``validate``/``test`` run, so DVC stage and CI logs show
@@ -64,6 +69,7 @@ from types import MethodType
 from typing import Any, Literal
 
 from jsonargparse import Namespace
+from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, instantiate_class
@@ -80,11 +86,13 @@ from formers.core.callbacks import (
 from formers.core.checkpoint_io import checkpoint_model_mismatch, load_checkpoint_file
 from formers.core.data.base import data_sizes_of
 from formers.core.domain import resolve_class
-from formers.core.optim import optimizer_parameters
+from formers.core.optim import fused_by_default, optimizer_parameters
+from formers.core.precision import explain_precision, resolve_precision
 from formers.core.tasks import Task
 
 __all__ = [
     "FormersCLI",
+    "FormersTrainer",
     "ArgsType",
     "RUN_DIR",
     "LOG_DIR",
@@ -136,6 +144,29 @@ def default_callbacks(monitor: str = "val/loss", mode: Literal["min", "max"] = "
     ]
 
 
+class FormersTrainer(Trainer):
+    """Lightning's Trainer whose ``precision`` also takes ``"auto"``, its default: ``"bf16-mixed"`` where bf16 is
+    native (a CUDA GPU with bf16 arithmetic, a CPU with AVX512-BF16 / AMX in use), ``"32-true"`` elsewhere
+    (:func:`formers.core.precision.resolve_precision`). Resolved before Lightning sees it, with one info line saying
+    what auto chose and why; an explicit bf16 request on a CPU that emulates bf16 warns once. ``requested_precision``
+    keeps what the config asked for, ``precision`` is what runs (both go to ``machine.json``).
+
+    Args:
+        precision: ``"auto"`` (``bf16-mixed`` where bf16 is native, else ``32-true``) or any Lightning precision.
+        **kwargs: the other ``Trainer`` arguments.
+    """
+
+    def __init__(self, *, precision: _PRECISION_INPUT | Literal["auto"] | None = "auto", **kwargs: Any) -> None:
+        accelerator = kwargs.get("accelerator", "auto")
+        if precision == "auto":
+            resolved, why = explain_precision(accelerator)
+            rank_zero_info(f"precision auto -> {resolved}: {why}")
+        else:
+            resolved = resolve_precision(precision, accelerator)  # warns on emulated bf16
+        super().__init__(precision=resolved, **kwargs)
+        self.requested_precision = precision
+
+
 class FormersCLI(LightningCLI):
     """LightningCLI with the formers run layout, loggers, callbacks and optimizer defaults (see the module docstring).
 
@@ -181,6 +212,7 @@ class FormersCLI(LightningCLI):
         )
         kwargs["save_config_kwargs"] = {"overwrite": True, **(kwargs.get("save_config_kwargs") or {})}
         kwargs.setdefault("seed_everything_default", 42)
+        kwargs.setdefault("trainer_class", FormersTrainer)  # trainer.precision: auto (bf16 only where native)
         super().__init__(
             model_class,
             datamodule_class,
@@ -233,19 +265,23 @@ class FormersCLI(LightningCLI):
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
         """LightningCLI's automatic ``configure_optimizers``, with the weight-decay parameter groups of
-        :func:`formers.core.optim.optimizer_parameters` instead of the flat parameter list."""
+        :func:`formers.core.optim.optimizer_parameters` instead of the flat parameter list, and torch's fused
+        kernel where the optimizer has one and the config chose no implementation (:func:`~formers.core.optim.
+        fused_by_default`)."""
         optimizer_init = self._get(self.config_init, "optimizer")
         if not optimizer_init:
             return
         scheduler_init = self._get(self.config_init, "lr_scheduler")
         optimizer_class = resolve_class(optimizer_init["class_path"])
+        init_args = dict(optimizer_init.get("init_args") or {})
         params = optimizer_parameters(
             self.model,
             optimizer_class,
-            dict(optimizer_init.get("init_args") or {}),
+            init_args,
             filter_bias_and_bn=self._get(self.config_init, "filter_bias_and_bn", True),
         )
-        optimizer = instantiate_class(params, optimizer_init)
+        init_args = fused_by_default(optimizer_class, init_args)
+        optimizer = instantiate_class(params, {"class_path": optimizer_init["class_path"], "init_args": init_args})
         lr_scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
         fn = partial(self.configure_optimizers, optimizer=optimizer, lr_scheduler=lr_scheduler)
         update_wrapper(fn, self.configure_optimizers)  # Lightning's is_overridden() looks at the wrapped function

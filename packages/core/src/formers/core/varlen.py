@@ -9,12 +9,13 @@ itself.
 Backends: those of :mod:`formers.core.attention.backends` that have a varlen kernel (``python -m
 formers.core.attention`` lists them): the same names as for dense calls (``"reference"``, ``"sdpa"`` - one fused SDPA
 call per sequence, ``auto`` on CPU -, ``"xformers"`` and ``"triton"`` - ``auto`` on CUDA -, ``"cpu_bf16"`` - ``auto``
-for bf16 training on CPU -, ``"cpu_matmul"``) plus the packed-only ``"sdpa_loop"`` (the kernel of ``"sdpa"``),
-``"sdpa_blockmask"`` and ``"nested"``.
+for bf16 training on a CPU with native bf16 (without it ``auto`` computes bf16 calls in fp32) -, ``"cpu_matmul"``)
+plus the packed-only ``"sdpa_loop"`` (the kernel of ``"sdpa"``), ``"sdpa_blockmask"`` and ``"nested"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass
 
@@ -22,8 +23,8 @@ import torch
 from torch import Tensor
 
 from formers.core.attention import AttentionCall, forced_backend
-from formers.core.attention.api import check_attention_sizes, check_scale
-from formers.core.attention.backends import resolve_backend
+from formers.core.attention.api import check_attention_sizes, check_scale, fp32_compute
+from formers.core.attention.backends import emulated_bf16, resolve_backend, select_backend
 from formers.kernels.masks import check_key_padding_mask
 
 __all__ = [
@@ -183,11 +184,19 @@ def varlen_attention(
     call = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, dropout_p, attn_bias)
     check_scale("varlen_attention", scale)
     del max_seqlen_q, max_seqlen_k
-    impl = resolve_backend(call, forced_backend() if backend == "auto" else backend)
+    name = forced_backend() if backend == "auto" else backend
+    fp32_call = emulated_bf16(call) if name is None else None
+    impl = resolve_backend(call, name) if fp32_call is None else select_backend(fp32_call)
+    dtype, compute = v.dtype, contextlib.nullcontext()
+    if fp32_call is not None:  # bf16 on a CPU that emulates it: the fp32 kernels are many times faster
+        q, k, v, compute = q.float(), k.float(), v.float(), fp32_compute()
+        attn_bias = None if attn_bias is None else attn_bias.float()
     bias = {} if attn_bias is None else {"attn_bias": attn_bias}  # kernels without bias support never see the key
-    return impl.varlen_kernel(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p, **bias
-    )
+    with compute:
+        out = impl.varlen_kernel(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale, dropout_p=dropout_p, **bias
+        )
+    return out.to(dtype)
 
 
 def _validate(

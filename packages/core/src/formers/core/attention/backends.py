@@ -14,10 +14,11 @@ formers.core.attention`` lists. A name therefore means the same thing for ``back
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from formers.core import machine
 from formers.kernels.matmul import matmul_attention
 from formers.kernels.protocols import DenseKernel, VarlenKernel
 from formers.kernels.reference import reference_attention
@@ -40,6 +41,7 @@ __all__ = [
     "register_backend",
     "get_backend",
     "backend_names",
+    "emulated_bf16",
 ]
 
 
@@ -197,6 +199,15 @@ def select_backend(call: AttentionCall) -> AttentionBackend:
     )
 
 
+def emulated_bf16(call: AttentionCall) -> AttentionCall | None:
+    """The fp32 call ``auto`` serves instead of ``call`` when ``call`` is bf16 on a CPU that emulates bf16 (a bf16
+    matmul ~60x slower than fp32 there, :mod:`formers.core.machine`), else ``None``: the caller upcasts q/k/v/bias,
+    runs the fp32 kernel with autocast off and casts the output back to bf16."""
+    if call.device_type != "cpu" or call.dtype != torch.bfloat16 or machine.native_bf16():
+        return None
+    return replace(call, dtype=torch.float32)
+
+
 def resolve_backend(call: AttentionCall, name: str | None) -> AttentionBackend:
     """The backend that serves ``call``: ``name`` when given (raising why it cannot), else ``auto``'s choice."""
     if name is None:
@@ -271,6 +282,17 @@ def _matmul_training_refusal(name: str, call: AttentionCall, max_bytes: int) -> 
             f"{name} would keep {probs / 2**30:.1f} GiB of probabilities for the backward (cap {max_bytes / 2**30} GiB)"
         )
     return None
+
+
+# Decided once, here: CPU dispatch asks on every call, and inside a torch.compile trace it must find the answer cached
+# (reading /proc/cpuinfo and torch's CPU capability there would break the graph).
+machine.bf16_emulation_reason()
+
+
+def _cpu_bf16_unavailable() -> str | None:
+    if machine.native_bf16():
+        return None
+    return f"bf16 is emulated on this CPU, far slower than fp32: {machine.bf16_emulation_reason()}"
 
 
 def _cpu_bf16_rejects(call: AttentionCall) -> str | None:
@@ -368,15 +390,18 @@ register_backend(
         rejects=_triton_rejects,
     )
 )
-# Auto picks it for bf16 training on CPU only (see formers.kernels.matmul for the measurements), dense or packed.
+# Auto picks it for bf16 training on CPU only (see formers.kernels.matmul for the measurements), dense or packed, and
+# only where bf16 is native (AVX512-BF16 / AMX): elsewhere auto computes bf16 calls in fp32 (emulated_bf16).
 register_backend(
     AttentionBackend(
         name="cpu_bf16",
         kernel=matmul_attention,
         varlen_kernel=varlen_matmul_attention,
-        description="bf16 matmuls + fp32 softmax statistics, explicit backward (CPU bf16 training; memory O(L²))",
+        description="bf16 matmuls + fp32 softmax statistics, explicit backward (CPU bf16 training where bf16 is "
+        "native; memory O(L²))",
         priority={"cpu": 5},
         varlen_priority={"cpu": 5},
+        unavailable=_cpu_bf16_unavailable,
         rejects=_cpu_bf16_rejects,
         varlen_bias=True,
     )
