@@ -195,6 +195,24 @@ def test_self_attention_equals_math(qk_norm):
     torch.testing.assert_close(attn(x, **masks), mha_math(attn, x, **masks), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_num_queries_gives_the_first_rows_of_the_full_output(qkv_bias):
+    attn = MultiHeadAttention(16, num_heads=4, qkv_bias=qkv_bias).eval()
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    kpm = torch.zeros(2, 7, dtype=torch.bool)
+    kpm[1, -2:] = True
+    out = attn(x, key_padding_mask=kpm, num_queries=3)
+    assert out.shape == (2, 3, 16)
+    torch.testing.assert_close(out, attn(x, key_padding_mask=kpm)[:, :3], atol=1e-6, rtol=1e-6)
+    out.sum().backward()
+    assert x.grad[:, 3:].abs().sum() > 0  # the other tokens still serve as keys and values
+    for bad in (0, 8, 2.5, True):
+        with pytest.raises(ValueError, match="num_queries must be an integer"):
+            attn(x, num_queries=bad)
+    with pytest.raises(ValueError, match="dense self-attention only"):
+        MultiHeadAttention(16, num_heads=4, kv_dim=16)(x, torch.randn(2, 5, 16), num_queries=2)
+
+
 def test_cross_attention_equals_math():
     attn = MultiHeadAttention(16, num_heads=2, kv_dim=10, head_dim=6).eval()
     assert attn.is_cross_attention and attn.q.out_features == 12 and attn.kv.weight.shape == (24, 10)

@@ -8,6 +8,7 @@ aligned; a query that sees no key outputs zeros (before the output projection).
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from formers.core.attention import AttentionBackendMixin, attention
@@ -50,6 +51,9 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         - incremental decoding (``kv_cache`` given, self-attention only): x ``(batch, new, dim)``; the keys and values
           of ``x`` are appended to the cache and the queries attend to all of it (``len_k = cache length``; a
           ``key_padding_mask`` then covers the cached keys and the new ones). See :mod:`formers.core.layers.kv_cache`
+        - ``num_queries=n`` (dense self-attention): output ``(batch, n, dim)``, the outputs of the first ``n`` tokens
+          only; every token is still a key and a value. For a last layer whose other rows nobody reads (iTransformer's
+          time-feature tokens): the query and output projections of those rows are never computed
         - packed self-attention (``cu_seqlens`` given): x ``(total_tokens, dim)``, cu_seqlens int ``(batch + 1,)``,
           output ``(total_tokens, dim)``; each sequence attends only to itself (:func:`formers.core.varlen.pack`);
           attn_bias, if any, is packed per sequence: float ``(num_heads, sum_i len_i ** 2)``, sequence ``i``'s
@@ -107,13 +111,16 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         cu_seqlens: Tensor | None = None,
         max_seqlen: int | None = None,
         kv_cache: KVCache | None = None,
+        num_queries: int | None = None,
     ) -> Tensor:
+        if num_queries is not None:
+            self._check_num_queries(num_queries, x, context, kv_cache, cu_seqlens)
         if cu_seqlens is not None:
             if kv_cache is not None:
                 raise ValueError(f"{type(self).__name__}: kv_cache and cu_seqlens (packed tokens) cannot be combined")
             return self._forward_packed(x, context, attn_bias, key_padding_mask, causal, cu_seqlens, max_seqlen)
         self._check_inputs(x, context)
-        q, k, v = self._project(x, context)
+        q, k, v = self._project(x, context) if num_queries is None else self._project_first(x, num_queries)
         q, k = self.q_norm(q), self.k_norm(k)
         if kv_cache is not None:
             k, v = self._cached(kv_cache, k, v)
@@ -193,6 +200,27 @@ class MultiHeadAttention(AttentionBackendMixin, nn.Module):
         kv = self.kv(context).reshape(batch, context.shape[1], 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)
         return q, k, v
+
+    def _project_first(self, x: Tensor, num_queries: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention ``q`` of the first ``num_queries`` tokens ``(b, h, n, d)``; ``k``, ``v`` of all of them."""
+        batch, length, _ = x.shape
+        inner = self.num_heads * self.head_dim
+        weight_q, weight_kv = self.qkv.weight.split([inner, 2 * inner])
+        bias_q, bias_kv = (None, None) if self.qkv.bias is None else self.qkv.bias.split([inner, 2 * inner])
+        q = F.linear(x[:, :num_queries], weight_q, bias_q)
+        q = q.reshape(batch, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = F.linear(x, weight_kv, bias_kv).reshape(batch, length, 2, self.num_heads, self.head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def _check_num_queries(
+        self, num_queries: int, x: Tensor, context: Tensor | None, kv_cache: KVCache | None, cu_seqlens: Tensor | None
+    ) -> None:
+        name = type(self).__name__
+        if self.is_cross_attention or context is not None or kv_cache is not None or cu_seqlens is not None:
+            raise ValueError(f"{name}: num_queries serves dense self-attention only (no context, kv_cache, cu_seqlens)")
+        if isinstance(num_queries, bool) or not isinstance(num_queries, int) or not 1 <= num_queries <= x.shape[-2]:
+            raise ValueError(f"{name}: num_queries must be an integer in [1, {x.shape[-2]}], got {num_queries!r}")
 
     def _check_inputs(self, x: Tensor, context: Tensor | None) -> None:
         name = type(self).__name__

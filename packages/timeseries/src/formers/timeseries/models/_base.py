@@ -122,6 +122,11 @@ class EncoderLayer(nn.Module):
         self.ffn = Mlp(d_model, d_ff, act_layer=activation, drop=dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.norm1(x + self.dropout(self.attention(x)))
+    def forward(self, x: Tensor, num_queries: int | None = None) -> Tensor:
+        """``num_queries``: compute the first ``num_queries`` rows only (every token still a key and value; the
+        attention must take ``num_queries``, as :class:`~formers.core.layers.MultiHeadAttention` does)."""
+        if num_queries is None:
+            x = self.norm1(x + self.dropout(self.attention(x)))
+        else:
+            x = self.norm1(x[:, :num_queries] + self.dropout(self.attention(x, num_queries=num_queries)))
         return self.norm2(x + self.ffn(x))

@@ -86,10 +86,13 @@ class ITransformer(Forecaster):
             x_enc = x_enc - means
             stdev = (x_enc.var(1, keepdim=True, unbiased=False) + 1e-5).sqrt()
             x_enc = x_enc / stdev
-        tokens = self.enc_embedding(x_enc, x_mark_enc)  # (B, N + n_marks, d_model)
-        for layer in self.layers:
+        tokens = self.enc_embedding(x_enc, x_mark_enc)  # (B, N + n_marks, d_model): the N variates first
+        for layer in self.layers[:-1]:
             tokens = layer(tokens)
-        out = self.projector(self.norm(tokens)).transpose(1, 2)[:, :, : self.enc_in]  # (B, pred_len, N)
+        # the time-feature tokens are dropped at the output, so the last layer computes the N variate rows only (they
+        # still attend to the time-feature tokens): the reference's outputs, without its discarded rows
+        tokens = self.layers[-1](tokens, num_queries=self.enc_in)
+        out = self.projector(self.norm(tokens)).transpose(1, 2)  # (B, pred_len, N)
         if self.use_norm:
             out = out * stdev + means
         return out[:, :, self.enc_in - self.c_out :]
