@@ -12,7 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MovingAvg", "SeriesDecomp", "SeasonalLayerNorm"]
+__all__ = ["MovingAvg", "SeriesDecomp", "SeasonalLayerNorm", "averaging_matrix"]
+
+# Up to this length the moving average is one matmul with the (L, L) averaging matrix; beyond it a running sum. The
+# matmul costs O(L^2) but is one GEMM forward and one backward, the running sum O(L) in ~7 element-wise passes each
+# way. Forward+backward on (32, L, 512) fp32, 1 thread, AVX2 EPYC: L=96 11.6 vs 42.7 ms, L=144 21.9 vs 69.9 ms; the
+# two meet near L=350.
+_MATMUL_MAX_LEN = 256
+
+
+def averaging_matrix(length: int, kernel_size: int, pad_front: int, device: torch.device | None = None) -> Tensor:
+    """The float32 ``(length, length)`` matrix ``A`` with ``A @ x`` = the moving average of ``x`` along time with
+    replicate padding: row ``t`` holds ``1 / k`` at each index of the window ``[t - pad_front, t - pad_front + k)``
+    clamped to ``[0, length)`` (so the edge values carry the weight of their replicated copies)."""
+    offsets = torch.arange(-pad_front, kernel_size - pad_front, device=device)
+    columns = (torch.arange(length, device=device)[:, None] + offsets[None, :]).clamp(0, length - 1)
+    weights = torch.full(columns.shape, 1.0 / kernel_size, device=device)
+    return torch.zeros(length, length, device=device).scatter_add_(1, columns, weights)
 
 
 class MovingAvg(nn.Module):
@@ -33,6 +49,10 @@ class MovingAvg(nn.Module):
         k = self.kernel_size
         if k == 1:
             return x
+        if x.shape[1] <= _MATMUL_MAX_LEN:
+            weights = averaging_matrix(x.shape[1], k, self.pad_front, x.device)
+            with torch.autocast(x.device.type, enabled=False):  # float32 sums for bf16 inputs too
+                return torch.matmul(weights, x.float()).to(x.dtype)
         # Replicate padding (the reference repeats the first / last value), then window sums from a running sum:
         # O(L) instead of avg_pool's O(k L), and no transposes. The running sum is taken in float32 (bf16 inputs too)
         # around the first value, so a large level does not cost precision.
