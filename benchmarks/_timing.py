@@ -31,6 +31,7 @@ __all__ = [
     "matmul_candidate",
     "pin_threads",
     "load_average",
+    "compute_bound",
     "isa_in_force",
     "run_per_isa",
 ]
@@ -167,3 +168,39 @@ def run_per_isa(script: str | Path, argv: Sequence[str], isas: Sequence[str]) ->
             subprocess.run(command, env=env, check=True)
             results[isa] = json.loads(out.read_text())
     return results
+
+
+# ATen ops that are dense matrix products (GEMM / convolution / fused attention): the arithmetic every
+# implementation of the same model must do; the rest (element-wise, norms, copies, dropout masks, optimizer) is
+# what an implementation can make cheaper.
+GEMM_OPS = frozenset(
+    {
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::mkldnn_convolution",
+        "aten::convolution_backward",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+        "aten::_fft_r2c",
+        "aten::_fft_c2r",
+    }
+)
+
+
+def compute_bound(fn: Callable[[], object], repeats: int = 2) -> dict[str, float]:
+    """Profile ``repeats`` calls of ``fn`` (after one warm-up) and split the CPU time into dense products
+    (:data:`GEMM_OPS`) and the rest: ``{"total_s", "gemm_s", "gemm_share", "bound"}`` per call, where ``bound =
+    total / gemm`` is the largest speed-up any implementation with the same products could reach over this one
+    (everything else free). Profiler overhead inflates small ops a little, so the bound is generous."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6 / repeats
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6 / repeats
+    return {"total_s": total, "gemm_s": gemm, "gemm_share": gemm / total, "bound": total / gemm if gemm else 0.0}

@@ -39,7 +39,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _timing import ISAS, interleaved_timings, isa_in_force, load_average, pin_threads, run_per_isa, write_json
+from _timing import (
+    ISAS,
+    compute_bound,
+    interleaved_timings,
+    isa_in_force,
+    load_average,
+    pin_threads,
+    run_per_isa,
+    write_json,
+)
 from formers.core.optim import fused_by_default
 from formers.core.registry import create_model, get_model_entry
 
@@ -143,6 +152,8 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[s
         result["bf16_over_fp32"] = timings["bf16"].median / timings["fp32"].median
     if {"fp32", "reference"} <= set(timings):
         result["fp32_over_reference"] = timings["fp32"].median / timings["reference"].median
+    if args.profile:  # where each candidate's time goes: dense products vs the rest (what bounds a speed-up)
+        result["profile"] = {candidate: compute_bound(step) for candidate, step in steps.items()}
     return result
 
 
@@ -160,6 +171,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="the registry's tiny test configurations (smoke test)")
     parser.add_argument(
         "--reference", action="store_true", help="also time the reference-code transcription (fp32, CPU only)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile each candidate: share of the step in GEMM/conv/FFT ops and the speed-up bound it sets",
     )
     parser.add_argument(
         "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
@@ -194,6 +210,11 @@ def main(argv: list[str] | None = None) -> dict:
         cells = "".join(f"{result[f'{c}_s_per_step']:>17.4f}" for c in candidates)
         cells += "".join(f"{result[key]:>11.2f}" if key in result else f"{'-':>11}" for key in ratios)
         print(f"{name:<14}{result['params']:>12,}{cells}", flush=True)
+        for candidate, share in result.get("profile", {}).items():
+            print(
+                f"{'':<14}{candidate}: {share['gemm_share']:.0%} of {share['total_s']:.4f} s in GEMM/conv/FFT "
+                f"(any implementation of these products is at most {share['bound']:.2f}x faster)"
+            )
     metrics["load_average_after"] = load_average()
     write_json(args.metrics_json, metrics)
     return metrics

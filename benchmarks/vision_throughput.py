@@ -38,7 +38,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import formers.vision as fv
-from _timing import ISAS, interleaved_timings, isa_in_force, load_average, pin_threads, run_per_isa, write_json
+from _timing import (
+    ISAS,
+    compute_bound,
+    interleaved_timings,
+    isa_in_force,
+    load_average,
+    pin_threads,
+    run_per_isa,
+    write_json,
+)
 from formers.core.registry import get_model_entry
 
 DEFAULT_MODELS = ("pit_ti_224", "crossvit_tiny_240", "swin_tiny_patch4_window7_224")
@@ -113,6 +122,11 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         group.update({f"{impl}_best_img_s": batch / t.best for impl, t in timings.items()})
         group["formers_vs_timm"] = group["formers_img_s"] / group["timm_img_s"]
         group["batch"] = batch
+        if args.profile:  # share of the step in dense products: what bounds any speed-up over timm
+            group["profile"] = {
+                impl: compute_bound(candidate(model, mode, x, args.bf16))
+                for impl, model in (("formers", ours), ("timm", reference))
+            }
         result[mode] = group
     return result
 
@@ -128,6 +142,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds, candidates interleaved in each")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="the registry's tiny test sizes (smoke test)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile both: share of the step in GEMM/conv ops and the speed-up bound it sets",
+    )
     parser.add_argument(
         "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
     )
@@ -152,6 +171,11 @@ def report(metrics: dict[str, Any]) -> None:
                 f"{name:32s} {mode:6s} {g['batch']:5d} {g['formers_img_s']:10.1f} {g['timm_img_s']:10.1f} "
                 f"{g['formers_vs_timm']:7.2f}  {m['max_abs_diff']:.2e}"
             )
+            for impl, share in g.get("profile", {}).items():
+                print(
+                    f"{'':39s}{impl}: {share['gemm_share']:.0%} in GEMM/conv (at most {share['bound']:.2f}x faster "
+                    "with the same products)"
+                )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

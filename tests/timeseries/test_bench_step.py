@@ -42,14 +42,18 @@ def test_bench_step_reference(tmp_path: Path, capsys) -> None:
     """--reference times the reference transcription in the same rounds, at the same parameter count."""
     with benchmark_module("timeseries_step") as bench:
         metrics = bench.main(
-            ["--tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--dtypes", "fp32", "--reference"]
+            ["--tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--dtypes", "fp32", "--reference", "--profile"]
         )
-    assert "fp32/ref" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fp32/ref" in out and "in GEMM/conv/FFT" in out
     for name in bench.MODELS:
         result = metrics[name]
         assert result["reference_params"] == result["params"]
         assert result["reference_s_per_step"] > 0
         assert result["fp32_over_reference"] == result["fp32_s_per_step"] / result["reference_s_per_step"]
+        for profile in result["profile"].values():  # where the step's time goes, and the bound it sets
+            assert 0 < profile["gemm_s"] <= profile["total_s"] and 0 < profile["gemm_share"] <= 1
+            assert profile["bound"] == pytest.approx(1 / profile["gemm_share"])
 
 
 def test_bench_step_reference_is_cpu_only() -> None:

@@ -50,8 +50,9 @@ def test_bf16_and_bad_names(bench):
 
 def test_times_both_cpu_kernel_sets(bench, tmp_path, capsys):
     models = [m for m in bench.DEFAULT_MODELS if m in bench.fv.list_models()][:1]
-    metrics = bench.main([*TINY, "--models", models[0], "--isa", "avx2", "--metrics-json", str(tmp_path / "m.json")])
-    run = metrics["isa_runs"]["avx2"]
+    argv = [*TINY, "--models", models[0], "--isa", "avx2", "--profile", "--metrics-json", str(tmp_path / "m.json")]
+    run = bench.main(argv)["isa_runs"]["avx2"]
+    assert 0 < run[models[0]]["train"]["profile"]["timm"]["gemm_share"] <= 1
     assert run["machine"]["cpu"]["capability"] == "AVX2" and run["machine"]["env"]["ATEN_CPU_CAPABILITY"] == "avx2"
     assert run[models[0]]["train"]["formers_vs_timm"] > 0
     assert "formers / timm throughput per CPU kernel set" in capsys.readouterr().out
