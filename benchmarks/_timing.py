@@ -8,6 +8,7 @@ the same run, never by absolute times across runs or machines.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -32,7 +33,9 @@ __all__ = [
     "pin_threads",
     "load_average",
     "compute_bound",
+    "add_isa_argument",
     "isa_in_force",
+    "isa_run",
     "run_per_isa",
 ]
 
@@ -136,6 +139,19 @@ def _without_option(argv: Sequence[str], option: str, takes: int) -> list[str]:
         elif not arg.startswith(option + "="):
             out.append(arg)
     return out
+
+
+def add_isa_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--isa`` option every CPU benchmark takes (see :func:`run_per_isa`)."""
+    parser.add_argument(
+        "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
+    )
+
+
+def isa_run(runs: Mapping[str, dict], isa: str) -> dict:
+    """The metrics of ``isa`` in :func:`run_per_isa`'s result, following a ``same_as`` entry to the run it repeats."""
+    run = runs[isa]
+    return runs[run["same_as"]] if "same_as" in run else run
 
 
 def isa_in_force(isa: str) -> bool:

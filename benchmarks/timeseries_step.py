@@ -40,10 +40,11 @@ import torch
 import torch.nn.functional as F
 
 from _timing import (
-    ISAS,
+    add_isa_argument,
     compute_bound,
     interleaved_timings,
     isa_in_force,
+    isa_run,
     load_average,
     pin_threads,
     run_per_isa,
@@ -177,9 +178,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also profile each candidate: share of the step in GEMM/conv/FFT ops and the speed-up bound it sets",
     )
-    parser.add_argument(
-        "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
-    )
+    add_isa_argument(parser)
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 1) or args.batch < 1 or args.threads < 1 or args.warmup < 0:
@@ -229,7 +228,7 @@ def _main_per_isa(args: argparse.Namespace, argv: list[str]) -> dict:
     for name in args.models:
         cells = []
         for isa in args.isa:
-            run = runs[isa] if "same_as" not in runs[isa] else runs[runs[isa]["same_as"]]
+            run = isa_run(runs, isa)
             cells.append(f"{run[name][ratio]:>12.2f}" if ratio in run.get(name, {}) else f"{'-':>12}")
         print(f"{name:<14}" + "".join(cells))
     metrics = {"isa_runs": runs}

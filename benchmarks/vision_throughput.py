@@ -39,10 +39,11 @@ from torch import nn
 
 import formers.vision as fv
 from _timing import (
-    ISAS,
+    add_isa_argument,
     compute_bound,
     interleaved_timings,
     isa_in_force,
+    isa_run,
     load_average,
     pin_threads,
     run_per_isa,
@@ -147,9 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also profile both: share of the step in GEMM/conv ops and the speed-up bound it sets",
     )
-    parser.add_argument(
-        "--isa", nargs="+", default=["native"], choices=list(ISAS), help="CPU kernel sets to time, one run each"
-    )
+    add_isa_argument(parser)
     parser.add_argument("--metrics-json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
@@ -211,7 +210,7 @@ def _main_per_isa(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         for mode in MODES:
             cells = []
             for isa in args.isa:
-                run = runs[isa] if "same_as" not in runs[isa] else runs[runs[isa]["same_as"]]
+                run = isa_run(runs, isa)
                 cells.append(f"{run[name][mode]['formers_vs_timm']:10.2f}")
             print(f"{name:32s} {mode:6s}" + "".join(cells))
     metrics = {"isa_runs": runs}
