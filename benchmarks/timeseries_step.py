@@ -109,7 +109,7 @@ def make_step(
     model = create_model(name, **_model_kwargs(name, tiny)).to(device).train()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     # Adam as formers' CLI builds it: torch's fused kernel (formers.core.optim.fused_by_default)
-    adam = fused_by_default(torch.optim.Adam, {"lr": 1e-4})
+    adam = fused_by_default(torch.optim.Adam, {"lr": 1e-4}, model.parameters())
     return _training_step(model, *batch, autocast, adam), model.num_parameters()
 
 

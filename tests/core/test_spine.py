@@ -340,6 +340,8 @@ def test_fused_by_default_only_where_torch_has_a_fused_kernel():
     assert fused_by_default(SGD, {"lr": 0.1, "foreach": False}) == {"lr": 0.1, "foreach": False}
     assert fused_by_default(Adam, {"differentiable": True}) == {"differentiable": True}
     assert fused_by_default(RMSprop, {}) == {} and fused_by_default(LBFGS, {}) == {}  # no fused kernel
+    real, spectral = torch.zeros(3), torch.zeros(3, dtype=torch.complex64)  # a spectral PDE layer's weights
+    assert fused_by_default(Adam, {}, [real]) == {"fused": True} and fused_by_default(Adam, {}, [real, spectral]) == {}
     # one fused Adam step equals the default (multi-tensor) one up to float rounding
     torch.manual_seed(0)
     params = [torch.randn(64, 32), torch.randn(32)]

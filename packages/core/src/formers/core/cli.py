@@ -280,7 +280,7 @@ class FormersCLI(LightningCLI):
             init_args,
             filter_bias_and_bn=self._get(self.config_init, "filter_bias_and_bn", True),
         )
-        init_args = fused_by_default(optimizer_class, init_args)
+        init_args = fused_by_default(optimizer_class, init_args, self.model.parameters())
         optimizer = instantiate_class(params, {"class_path": optimizer_init["class_path"], "init_args": init_args})
         lr_scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
         fn = partial(self.configure_optimizers, optimizer=optimizer, lr_scheduler=lr_scheduler)

@@ -140,12 +140,17 @@ def _default_weight_decay(optimizer_class: type) -> float:
     return float(parameter.default)
 
 
-def fused_by_default(optimizer_class: type, init_args: dict[str, Any]) -> dict[str, Any]:
+def fused_by_default(
+    optimizer_class: type, init_args: dict[str, Any], parameters: Iterable[nn.Parameter] = ()
+) -> dict[str, Any]:
     """``init_args`` with ``fused=True`` when ``optimizer_class`` takes ``fused`` (default ``None``: torch's
     optimizers with a fused kernel) and the caller set neither ``fused`` nor ``foreach``; otherwise unchanged.
-    ``differentiable=True`` has no fused kernel, so it is left alone too."""
+    ``differentiable=True`` has no fused kernel, and torch's fused kernels take only real floating-point
+    ``parameters`` (spectral PDE layers hold complex weights), so those cases are left alone too."""
     parameter = inspect.signature(optimizer_class).parameters.get("fused")
     chosen = {"fused", "foreach"} & {key for key, value in init_args.items() if value is not None}
     if parameter is None or parameter.default is not None or chosen or init_args.get("differentiable"):
+        return dict(init_args)
+    if not all(p.is_floating_point() for p in parameters):  # complex (or integer) tensors: no fused kernel
         return dict(init_args)
     return {**init_args, "fused": True}
