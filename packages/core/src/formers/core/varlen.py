@@ -24,7 +24,7 @@ from torch import Tensor
 
 from formers.core.attention import AttentionCall, forced_backend
 from formers.core.attention.api import check_attention_sizes, check_scale, fp32_compute
-from formers.core.attention.backends import emulated_bf16, resolve_backend, select_backend
+from formers.core.attention.backends import dispatch
 from formers.kernels.masks import check_key_padding_mask
 
 __all__ = [
@@ -184,11 +184,9 @@ def varlen_attention(
     call = _validate(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, dropout_p, attn_bias)
     check_scale("varlen_attention", scale)
     del max_seqlen_q, max_seqlen_k
-    name = forced_backend() if backend == "auto" else backend
-    fp32_call = emulated_bf16(call) if name is None else None
-    impl = resolve_backend(call, name) if fp32_call is None else select_backend(fp32_call)
+    impl, in_fp32 = dispatch(call, forced_backend() if backend == "auto" else backend)
     dtype, compute = v.dtype, contextlib.nullcontext()
-    if fp32_call is not None:  # bf16 on a CPU that emulates it: the fp32 kernels are many times faster
+    if in_fp32:  # bf16 on a CPU that emulates it: the fp32 kernels are many times faster
         q, k, v, compute = q.float(), k.float(), v.float(), fp32_compute()
         attn_bias = None if attn_bias is None else attn_bias.float()
     bias = {} if attn_bias is None else {"attn_bias": attn_bias}  # kernels without bias support never see the key

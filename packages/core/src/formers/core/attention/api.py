@@ -25,9 +25,7 @@ from formers.core.attention.backends import (
     BackendUnavailableError,
     all_backends,
     check_backend_name,
-    emulated_bf16,
-    resolve_backend,
-    select_backend,
+    dispatch,
 )
 from formers.kernels.masks import check_key_padding_mask
 
@@ -103,15 +101,13 @@ def attention(
     """
     call = _validate(q, k, v, attn_bias, causal, key_padding_mask, dropout_p)
     check_scale("attention", scale)
-    name = _FORCED_BACKEND[-1] if backend == "auto" else backend
-    if name is None and (fp32_call := emulated_bf16(call)) is not None:
-        impl = select_backend(fp32_call)
-        with fp32_compute():
-            bias = None if attn_bias is None else attn_bias.float()
-            out = impl.kernel(q.float(), k.float(), v.float(), bias, causal, key_padding_mask, dropout_p, scale)
-        return out.to(v.dtype)
-    impl = resolve_backend(call, name)
-    return impl.kernel(q, k, v, attn_bias, causal, key_padding_mask, dropout_p, scale)
+    impl, in_fp32 = dispatch(call, _FORCED_BACKEND[-1] if backend == "auto" else backend)
+    if not in_fp32:
+        return impl.kernel(q, k, v, attn_bias, causal, key_padding_mask, dropout_p, scale)
+    with fp32_compute():
+        bias = None if attn_bias is None else attn_bias.float()
+        out = impl.kernel(q.float(), k.float(), v.float(), bias, causal, key_padding_mask, dropout_p, scale)
+    return out.to(v.dtype)
 
 
 def fp32_compute() -> contextlib.AbstractContextManager:

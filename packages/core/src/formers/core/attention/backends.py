@@ -42,6 +42,7 @@ __all__ = [
     "get_backend",
     "backend_names",
     "emulated_bf16",
+    "dispatch",
 ]
 
 
@@ -206,6 +207,16 @@ def emulated_bf16(call: AttentionCall) -> AttentionCall | None:
     if call.device_type != "cpu" or call.dtype != torch.bfloat16 or machine.native_bf16():
         return None
     return replace(call, dtype=torch.float32)
+
+
+def dispatch(call: AttentionCall, name: str | None) -> tuple[AttentionBackend, bool]:
+    """:func:`resolve_backend`'s choice for ``call``, and whether to run it in fp32: ``auto`` (``name is None``) on a
+    bf16 call that this CPU emulates picks the fp32 call's backend (:func:`emulated_bf16`), and the caller then
+    upcasts the inputs, computes with autocast off and casts the output back."""
+    fp32_call = emulated_bf16(call) if name is None else None
+    if fp32_call is None:
+        return resolve_backend(call, name), False
+    return select_backend(fp32_call), True
 
 
 def resolve_backend(call: AttentionCall, name: str | None) -> AttentionBackend:
