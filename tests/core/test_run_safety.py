@@ -233,6 +233,26 @@ class KillAtStep(Callback):
             raise RuntimeError(f"killed at step {trainer.global_step}")
 
 
+class KillBeforeEpochLog(Callback):
+    """Stand-in for a SIGKILL between Lightning's epoch-end checkpoint and the log line of the epoch's training
+    metrics (``_FitLoop.on_advance_end`` saves, then logs): raise as epoch ``epoch``'s metrics are about to be
+    logged."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        connector = trainer._logger_connector
+        log_epoch_metrics = connector.update_train_epoch_metrics
+
+        def killed() -> None:
+            if trainer.current_epoch == self.epoch:
+                raise RuntimeError(f"killed before epoch {self.epoch}'s metrics were logged")
+            log_epoch_metrics()
+
+        connector.update_train_epoch_metrics = killed
+
+
 def _fit(tmp_path: Path, run_dir: Path, epochs: int, *extra: str, callbacks=()) -> None:
     """A tiny ``formers-core fit`` with the CLI's defaults: resumable loggers, atomic checkpoints, RNG states."""
     from formers.core.cli import FormersCLI
@@ -264,6 +284,55 @@ def test_killed_mid_epoch_and_resumed_equals_the_uninterrupted_run(tmp_path, mon
     assert resumed.keys() == whole.keys()
     for name in whole:
         assert resumed[name] == whole[name], f"{name} differs after kill + resume"
+
+
+@pytest.mark.slow
+def test_killed_after_the_epoch_checkpoint_before_its_log_resumes_with_every_row(tmp_path, monkeypatch):
+    """The window the random SIGKILL test found: epoch 1's checkpoint written, its training metrics not yet logged.
+    The checkpoint is not published, so the resume repeats epoch 1 and the history has all its rows."""
+    monkeypatch.setattr(sys, "argv", ["formers-core"])
+    monkeypatch.chdir(tmp_path)
+    steps_per_epoch, epochs = 16, 3
+    _fit(tmp_path, tmp_path / "whole", epochs)
+
+    killed = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="killed before epoch 1"):
+        _fit(tmp_path, killed, epochs, callbacks=[KillBeforeEpochLog(1)])
+    checkpoints = killed / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == steps_per_epoch
+    assert not list(checkpoints.glob(".*")), "a failed run leaves no held checkpoint behind"
+    _fit(tmp_path, killed, epochs, "--ckpt_path=last")
+
+    whole, resumed = _histories(tmp_path / "whole"), _histories(killed)
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        assert resumed[name] == whole[name], f"{name} differs after kill + resume"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_held_checkpoints_appear_only_when_published(tmp_path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 0}, tmp_path / "last.ckpt")
+    io.save_checkpoint({"step": 0}, tmp_path / "epoch=0.ckpt")
+    io.hold()
+    io.save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+    io.save_checkpoint({"step": 1}, tmp_path / "epoch=1.ckpt")
+    io.remove_checkpoint(tmp_path / "epoch=0.ckpt")  # top-k: the older file goes once its replacement is in place
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 0}
+    assert (tmp_path / "epoch=0.ckpt").exists() and not (tmp_path / "epoch=1.ckpt").exists()
+    io.publish()
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
+
+    io.save_checkpoint({"step": 2}, tmp_path / "last.ckpt")
+    io.save_checkpoint({"step": 2}, tmp_path / "epoch=2.ckpt")
+    io.remove_checkpoint(tmp_path / "epoch=2.ckpt")  # saved and dropped before publishing: never appears
+    io.remove_checkpoint(tmp_path / "epoch=1.ckpt")
+    io.release(publish=False)  # a failed run: what is in place stays
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1.ckpt", "last.ckpt"]
+    io.save_checkpoint({"step": 3}, tmp_path / "last.ckpt")  # released: written in place again
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 3}
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

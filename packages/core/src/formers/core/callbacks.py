@@ -1,6 +1,8 @@
 """Lightning callbacks of the formers training spine.
 
 * :class:`MetricsJSON` writes the run's final metrics to one JSON file that a DVC stage declares under ``metrics:``.
+* :class:`CheckpointAfterLogs` makes a checkpoint appear only once the steps it covers are logged, so a run killed
+  between Lightning's epoch-end save and the epoch's log lines resumes from the checkpoint before and logs them.
 * :class:`RNGStateCheckpoint` stores the random-number states (torch, CUDA, numpy, Python) in every checkpoint and
   restores them on resume, so a resumed run draws the same shuffles and dropout masks as an uninterrupted one.
 * :class:`NonFiniteGuard` stops training with :class:`NonFiniteLossError` naming the step and the likely cause as
@@ -36,6 +38,7 @@ from torch import Tensor
 from formers.core.machine import machine_report
 
 __all__ = [
+    "CheckpointAfterLogs",
     "LineProgressBar",
     "MachineInfo",
     "MetricsJSON",
@@ -236,6 +239,51 @@ class RNGStateCheckpoint(Callback):
                 "resumed from a mid-epoch checkpoint of a training loader without state_dict(): this epoch's batches "
                 "differ from the uninterrupted run's (resume from an end-of-epoch checkpoint for an exact resume)"
             )
+
+
+class CheckpointAfterLogs(Callback):
+    """Publish each checkpoint only once everything logged up to its step is written.
+
+    Lightning saves the epoch-end checkpoint in ``on_train_epoch_end`` and logs the epoch's training metrics after
+    it (``_FitLoop.on_advance_end``); a checkpoint saved at validation end comes before the validation metrics are
+    logged. A run killed in between left a ``last.ckpt`` whose resume starts after that epoch, so the epoch's rows
+    were missing from ``metrics.csv`` and the DVCLive history for good.
+
+    During ``fit`` the trainer's :class:`~formers.core.checkpoint_io.AtomicCheckpointIO` holds every checkpoint as a
+    complete ``.<name>.pending`` file, and this callback publishes it at the next training batch or epoch start (or
+    at the end of training), when Lightning has logged the step. A kill before that leaves the previous checkpoint
+    in place: the resumed run repeats the epoch and logs it. A failed run publishes nothing held. With another
+    ``CheckpointIO`` the callback does nothing.
+    """
+
+    def _io(self, trainer: pl.Trainer) -> Any:
+        from formers.core.checkpoint_io import AtomicCheckpointIO
+
+        io = getattr(trainer.strategy, "checkpoint_io", None)
+        return io if isinstance(io, AtomicCheckpointIO) else None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == TrainerFn.FITTING and (io := self._io(trainer)) is not None:
+            io.hold()
+
+    def _publish(self, trainer: pl.Trainer) -> None:
+        if (io := self._io(trainer)) is not None:
+            io.publish()
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        self._publish(trainer)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._publish(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if (io := self._io(trainer)) is not None:
+            io.release(publish=False)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # after on_train_end, where ModelCheckpoint may still save (save_last): everything is logged by now
+        if stage == TrainerFn.FITTING and (io := self._io(trainer)) is not None:
+            io.release(publish=True)
 
 
 # ------------------------------------------------------------------------------------------------- non-finite guard

@@ -50,7 +50,8 @@ What :class:`FormersCLI` adds to a plain ``LightningCLI`` (every default can be 
 * ``filter_bias_and_bn: true``: the optimizer gets weight-decay parameter groups (:mod:`formers.core.optim`).
 * ``model.init_args.data_sizes`` is linked from the data module's ``model_sizes()`` (sizes written once).
 * Checkpoints are loaded with ``weights_only=True`` (no pickled code runs) unless ``--weights_only false`` is given,
-  written atomically next to their target (``AtomicCheckpointIO``), and carry the RNG states (``RNGStateCheckpoint``):
+  written atomically next to their target (``AtomicCheckpointIO``) once the steps they cover are logged
+  (``CheckpointAfterLogs``), and carry the RNG states (``RNGStateCheckpoint``):
   ``--ckpt_path last`` continues exactly where the uninterrupted run would be, and both loggers keep their history
   without repeating the steps the killed run logged after its checkpoint (:mod:`formers.core.loggers`). A checkpoint's
   hyper-parameters never override the config; one trained for another model is refused in one sentence.
@@ -77,6 +78,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim import Optimizer
 
 from formers.core.callbacks import (
+    CheckpointAfterLogs,
     MachineInfo,
     NonFiniteGuard,
     RNGStateCheckpoint,
@@ -303,12 +305,19 @@ class FormersCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         """Every run gets the safety callbacks a config's callback list cannot drop by restating the defaults:
-        exact resume (RNG states in checkpoints), the non-finite guard and the run-dir transaction."""
+        exact resume (RNG states in checkpoints, published after their steps are logged), the non-finite guard and
+        the run-dir transaction."""
         configured = config.get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]
         present = {type(c) for c in configured}
         # MachineInfo after the transaction, which commits first: a run that fails to start keeps the old record
-        safety = [RNGStateCheckpoint(), NonFiniteGuard(), RunDirTransaction(self._log_dir), MachineInfo()]
+        safety = [
+            RNGStateCheckpoint(),
+            CheckpointAfterLogs(),
+            NonFiniteGuard(),
+            RunDirTransaction(self._log_dir),
+            MachineInfo(),
+        ]
         extra = [*callbacks, *(c for c in safety if type(c) not in present)]
         # one line per epoch when the output is a log, not a terminal; a bar the config names, or
         # trainer.enable_progress_bar: false, wins
