@@ -13,7 +13,6 @@ The CLI cases share one seconds-long ``formers-core fit`` of ``pipelines/core/ti
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -22,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from _cli import run_script
 from formers.core.checkpoint_io import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,11 +203,10 @@ def test_training_folders_and_predict_read_the_same_image_suffixes(tmp_path):
 
 
 def _timeseries(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
-    code = "import sys; from formers.timeseries.domain import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    """``formers-timeseries args`` as its ``main`` in this process (:mod:`_cli`): exit status, stdout, stderr."""
+    from formers.timeseries.domain import main
+
+    return run_script("formers-timeseries", main, args, cwd=cwd)
 
 
 @pytest.mark.slow

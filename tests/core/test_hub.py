@@ -5,9 +5,6 @@ in two lines; overwrite refusal, atomic writes, clear errors for arguments JSON 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +14,11 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+from _cli import run_script
 from formers.core.builder import build_model
 from formers.core.domain import load_trained
 from formers.core.hub import from_pretrained, save_pretrained
+from formers.core.main import main
 from formers.core.registry import _REGISTRY, create_model, get_model_entry, register_model
 from formers.core.tasks import ClassificationTask
 
@@ -199,12 +198,7 @@ def test_a_cli_trained_model_is_shared_in_two_lines(tmp_path):
     config["trainer"]["max_epochs"] = 1
     config["data"]["init_args"].update(num_train=128, num_val=64, num_test=64)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    code = "from formers.core.main import main; main()"
-    fit = subprocess.run(
-        [sys.executable, "-c", code, "fit", "--config", str(tmp_path / "c.yaml")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
-    )  # fmt: skip
+    fit = run_script("formers-core", main, ["fit", "--config", str(tmp_path / "c.yaml")], cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
 

@@ -468,7 +468,7 @@ def test_test_subcommand_from_a_checkpoint_file(tiny_run, tmp_path, cli_argv):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_where_it_stopped(tmp_path):
-    run_dir, record, epochs = tmp_path / "run", tmp_path / "starts.jsonl", 25
+    run_dir, record, epochs = tmp_path / "run", tmp_path / "starts.jsonl", 6
     args = _fit_args(
         run_dir,
         f"--trainer.max_epochs={epochs}",

@@ -1,4 +1,5 @@
-"""``formers-graph`` end to end: prepare -> fit -> test -> predict through the CLI (subprocesses, tiny sizes).
+"""``formers-graph`` end to end: prepare -> fit -> test -> predict through the CLI (tiny sizes; the script's ``main``
+in this process, :mod:`_cli`, and the console script itself once).
 
 Each model family trains on real ESOL molecules (the first rows of the shared CSV, skipped without it) and on
 generated SBM CLUSTER graphs; ``predict`` writes one CSV row per good SMILES and names each bad row.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from _cli import run_script
+from formers.graph.domain import main
 from formers.graph.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,8 +37,7 @@ def _cli() -> list[str]:
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([*_cli(), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_script("formers-graph", main, args, cwd=REPO)
     if check:
         assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
@@ -104,5 +106,7 @@ def test_fit_and_predict_node_classifier_on_prepared_graphs(cluster, tmp_path):
     assert {r["prediction"] for r in rows} <= {str(c) for c in range(6)}
     smiles = tmp_path / "x.txt"
     smiles.write_text("CCO\n")
-    proc = _run("predict", "--ckpt", str(run / "checkpoints" / "best.ckpt"), str(smiles), check=False)
-    assert proc.returncode == 1 and "takes prepared graph files" in proc.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    args = ["predict", "--ckpt", str(run / "checkpoints" / "best.ckpt"), str(smiles)]
+    proc = subprocess.run([*_cli(), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "takes prepared graph files" in proc.stderr  # the console script itself

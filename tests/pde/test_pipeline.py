@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from _cli import run_script
 from formers.pde.data import GridDataModule, PointCloudDataModule, TrajectoryDataModule, read_split
+from formers.pde.domain import main
 from formers.pde.pointcloud import collate_point_clouds
 from formers.pde.solvers import burgers
 from formers.pde.solvers.store import pack_ragged, write_dataset
@@ -172,6 +174,11 @@ def test_point_cloud_module_pads_with_masks(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- the CLI
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``formers-pde args`` run as its ``main`` in this process (:mod:`_cli`)."""
+    return run_script("formers-pde", main, args, cwd=cwd)
+
+
+def _console_script(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("formers-pde")
     return subprocess.run([str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={"OMP_NUM_THREADS": "1", "PATH": str(script.parent)})  # fmt: skip
@@ -208,7 +215,7 @@ def test_fit_test_at_two_resolutions_and_predict(burgers_file: Path, tmp_path: P
     np.save(bad, np.zeros((2, 3, 4, 5)))
     failed = _cli("predict", "--ckpt", str(ckpt), str(bad), "--out", str(tmp_path / "bad.h5"), cwd=tmp_path)
     assert failed.returncode == 1 and "bad.npy" in failed.stderr
-    no_out = _cli("predict", "--ckpt", str(ckpt), str(burgers_file), cwd=tmp_path)
+    no_out = _console_script("predict", "--ckpt", str(ckpt), str(burgers_file), cwd=tmp_path)  # the script itself
     assert no_out.returncode == 1 and "--out" in no_out.stderr
 
 

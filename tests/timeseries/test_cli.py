@@ -1,11 +1,10 @@
-"""``formers-timeseries``: --help documents predict; a real tiny fit (subprocess) learns, resumes from last.ckpt,
-tests best.ckpt into metrics.json, and ``predict`` writes the forecast CSV and PNG."""
+"""``formers-timeseries``: --help documents predict; a real tiny fit (the script's ``main`` in this process) learns,
+resumes from last.ckpt, tests best.ckpt into metrics.json, and ``predict`` writes the forecast CSV and PNG."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from _cli import run_script
 from formers.core.predict import predict_parser
 from formers.timeseries.domain import DOMAIN, main
 
@@ -41,14 +41,8 @@ def test_predict_reports_bad_input(capsys, tmp_path):
     assert "missing.ckpt" in capsys.readouterr().err
 
 
-def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("formers-timeseries")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "formers.timeseries.domain"]
-
-
 def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([*_cli(), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_script("formers-timeseries", main, args, cwd=REPO)
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
