@@ -91,7 +91,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def release(self, publish: bool = True) -> None:
         """Publish (or discard) what is held and write straight to the target again."""
-        self.publish() if publish else self.discard()
+        if publish:
+            self.publish()
+        else:
+            self.discard()
         self._held = False
 
 

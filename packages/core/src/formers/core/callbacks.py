@@ -256,34 +256,38 @@ class CheckpointAfterLogs(Callback):
     ``CheckpointIO`` the callback does nothing.
     """
 
-    def _io(self, trainer: pl.Trainer) -> Any:
-        from formers.core.checkpoint_io import AtomicCheckpointIO
-
-        io = getattr(trainer.strategy, "checkpoint_io", None)
-        return io if isinstance(io, AtomicCheckpointIO) else None
+    _held: Any = None  # the trainer's AtomicCheckpointIO while fit holds its writes
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == TrainerFn.FITTING and (io := self._io(trainer)) is not None:
+        from formers.core.checkpoint_io import AtomicCheckpointIO  # the Lightning plugin, defined on first use
+
+        io = getattr(trainer.strategy, "checkpoint_io", None)
+        if stage == TrainerFn.FITTING and isinstance(io, AtomicCheckpointIO):
+            self._held = io
             io.hold()
 
-    def _publish(self, trainer: pl.Trainer) -> None:
-        if (io := self._io(trainer)) is not None:
-            io.publish()
+    def _publish(self) -> None:
+        if self._held is not None:
+            self._held.publish()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
-        self._publish(trainer)
+        self._publish()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._publish(trainer)
+        self._publish()
+
+    def _release(self, publish: bool) -> None:
+        if self._held is not None:
+            self._held.release(publish)
+            self._held = None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if (io := self._io(trainer)) is not None:
-            io.release(publish=False)
+        self._release(publish=False)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # after on_train_end, where ModelCheckpoint may still save (save_last): everything is logged by now
-        if stage == TrainerFn.FITTING and (io := self._io(trainer)) is not None:
-            io.release(publish=True)
+        if stage == TrainerFn.FITTING:
+            self._release(publish=True)
 
 
 # ------------------------------------------------------------------------------------------------- non-finite guard
